@@ -1,0 +1,24 @@
+//! Every type that crosses a wire or lands in storage: client and server frames, REST bodies, and version-tagged stored records.
+//!
+//! This is the only crate that derives serde. Wire types follow PROTOCOL.md exactly; stored
+//! records carry a `v` and every past version stays readable (see `golden/`).
+
+mod client_frames;
+mod error_code;
+mod message;
+mod records;
+mod rest;
+mod server_frames;
+
+pub use client_frames::{parse_client_frame, ClientFrame, FrameError, FrameId};
+pub use error_code::ErrorCode;
+pub use message::{Body, BodyError, Message};
+pub use records::{
+    decode_stored_message, encode_stored_message, ClientMsgIdRecord, ConversationKind, ConversationRecord, MemberRecord,
+    RecordError, Role, StoredMessage,
+};
+pub use rest::*;
+pub use server_frames::ServerFrame;
+
+/// RFC 3339 timestamps, as every `*_at` field on the wire and in storage.
+pub type Timestamp = time::OffsetDateTime;

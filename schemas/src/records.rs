@@ -1,0 +1,196 @@
+//! Version-tagged records Natter stores in JetStream: the message envelope and the KV values.
+//!
+//! Writers always write the newest version; readers accept every version ever written.
+//! `golden/` holds one file per version and the tests read each of them.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Body, Message, Timestamp};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("stored record is not JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("stored record has unknown version {0}")]
+    UnknownVersion(u64),
+    #[error("stored record has unknown kind {0:?}")]
+    UnknownKind(String),
+}
+
+/// One entry of a conversation log as stored on `msg.<conv>`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredMessage {
+    pub message: Message,
+    /// Stream sequence of the conversation's previous entry (0 for the first): lets readers walk back without an index.
+    pub prev_stream_seq: u64,
+}
+
+/// Version 1 of the log envelope. `kind` leaves room for edits, deletes and reactions as log entries.
+#[derive(Serialize, Deserialize)]
+struct StoredMessageV1 {
+    v: u64,
+    kind: String,
+    conversation_id: String,
+    seq: u64,
+    client_msg_id: String,
+    sender: String,
+    sender_device: String,
+    #[serde(with = "time::serde::rfc3339")]
+    sent_at: Timestamp,
+    body: Body,
+    prev: u64,
+}
+
+#[derive(Deserialize)]
+struct VersionHead {
+    v: u64,
+}
+
+const MESSAGE_KIND: &str = "message";
+
+pub fn encode_stored_message(stored: &StoredMessage) -> Vec<u8> {
+    let message = &stored.message;
+    let envelope = StoredMessageV1 {
+        v: 1,
+        kind: MESSAGE_KIND.to_owned(),
+        conversation_id: message.conversation_id.clone(),
+        seq: message.seq,
+        client_msg_id: message.client_msg_id.clone(),
+        sender: message.sender.clone(),
+        sender_device: message.sender_device.clone(),
+        sent_at: message.sent_at,
+        body: message.body.clone(),
+        prev: stored.prev_stream_seq,
+    };
+    serde_json::to_vec(&envelope).expect("envelopes always serialize")
+}
+
+pub fn decode_stored_message(bytes: &[u8]) -> Result<StoredMessage, RecordError> {
+    let head: VersionHead = serde_json::from_slice(bytes)?;
+    match head.v {
+        1 => {
+            let envelope: StoredMessageV1 = serde_json::from_slice(bytes)?;
+            if envelope.kind != MESSAGE_KIND {
+                return Err(RecordError::UnknownKind(envelope.kind));
+            }
+            Ok(StoredMessage {
+                message: Message {
+                    conversation_id: envelope.conversation_id,
+                    seq: envelope.seq,
+                    client_msg_id: envelope.client_msg_id,
+                    sender: envelope.sender,
+                    sender_device: envelope.sender_device,
+                    sent_at: envelope.sent_at,
+                    body: envelope.body,
+                },
+                prev_stream_seq: envelope.prev,
+            })
+        }
+        other => Err(RecordError::UnknownVersion(other)),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    Direct,
+    Group,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Owner,
+    Member,
+}
+
+/// `conversations` bucket value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConversationRecord {
+    pub v: u64,
+    pub id: String,
+    pub kind: ConversationKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: Timestamp,
+}
+
+/// `members` and `memberships` bucket value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    pub v: u64,
+    pub role: Role,
+    #[serde(with = "time::serde::rfc3339")]
+    pub joined_at: Timestamp,
+}
+
+/// `msgids` bucket value: what the original send was acked with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientMsgIdRecord {
+    pub v: u64,
+    pub seq: u64,
+    pub stream_seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: Timestamp,
+}
+
+macro_rules! json_record {
+    ($($record:ty),*) => {$(
+        impl $record {
+            pub fn to_bytes(&self) -> Vec<u8> {
+                serde_json::to_vec(self).expect("records always serialize")
+            }
+            pub fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
+                Ok(serde_json::from_slice(bytes)?)
+            }
+        }
+    )*};
+}
+json_record!(ConversationRecord, MemberRecord, ClientMsgIdRecord);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn golden(name: &str) -> Vec<u8> {
+        let path = format!("{}/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
+    }
+
+    #[test]
+    fn every_stored_message_version_stays_readable() {
+        let stored = decode_stored_message(&golden("message.v1.json")).unwrap();
+        assert_eq!(stored.message.seq, 7);
+        assert_eq!(stored.message.body.text.as_deref(), Some("hello"));
+        assert_eq!(stored.prev_stream_seq, 41);
+        assert_eq!(stored.message.sent_at, time::macros::datetime!(2026-11-28 10:00:00.123 UTC));
+    }
+
+    #[test]
+    fn newest_writer_round_trips_and_matches_golden() {
+        let stored = decode_stored_message(&golden("message.v1.json")).unwrap();
+        let written = encode_stored_message(&stored);
+        assert_eq!(decode_stored_message(&written).unwrap(), stored);
+        let as_value: serde_json::Value = serde_json::from_slice(&written).unwrap();
+        let golden_value: serde_json::Value = serde_json::from_slice(&golden("message.v1.json")).unwrap();
+        assert_eq!(as_value, golden_value);
+    }
+
+    #[test]
+    fn unknown_versions_are_refused_not_misread() {
+        assert!(matches!(decode_stored_message(br#"{"v":99}"#), Err(RecordError::UnknownVersion(99))));
+    }
+
+    #[test]
+    fn kv_records_stay_readable() {
+        let conversation = ConversationRecord::from_bytes(&golden("conversation.v1.json")).unwrap();
+        assert_eq!(conversation.kind, ConversationKind::Group);
+        let member = MemberRecord::from_bytes(&golden("member.v1.json")).unwrap();
+        assert_eq!(member.role, Role::Owner);
+        let ack = ClientMsgIdRecord::from_bytes(&golden("msgid.v1.json")).unwrap();
+        assert_eq!((ack.seq, ack.stream_seq), (3, 99));
+    }
+}

@@ -1,0 +1,111 @@
+//! Request and response bodies of the HTTP API.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Body, ConversationKind, ErrorCode, Message, Role, Timestamp};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DevTokenRequest {
+    pub user: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateConversationRequest {
+    pub kind: ConversationKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default)]
+    pub members: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    pub user: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    pub id: String,
+    pub kind: ConversationKind,
+    pub title: Option<String>,
+    pub members: Vec<Member>,
+    #[serde(with = "time::serde::rfc3339")]
+    pub created_at: Timestamp,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddMemberRequest {
+    pub user: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboxEntry {
+    pub id: String,
+    pub kind: ConversationKind,
+    pub title: Option<String>,
+    pub last_message: Option<Message>,
+    pub unread: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inbox {
+    pub conversations: Vec<InboxEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PostMessageRequest {
+    pub conversation_id: String,
+    pub client_msg_id: String,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PostMessageResponse {
+    pub conversation_id: String,
+    pub seq: u64,
+    pub client_msg_id: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: Timestamp,
+    /// Additive to PROTOCOL.md: true when this was a resend (also signalled by status 200).
+    pub duplicate: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptKind {
+    Read,
+    Delivered,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceiptRequest {
+    pub conversation_id: String,
+    pub seq: u64,
+    pub kind: ReceiptKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: ErrorCode,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_ms: Option<u64>,
+}
+
+/// `{"error":{"code","message"}}`, the body of every HTTP error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}

@@ -1,0 +1,54 @@
+//! Frames the server sends over the WebSocket.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{ErrorCode, FrameId, Message, Timestamp};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// The send is durable in JetStream; `duplicate` when it was a resend of an earlier one.
+    Ack {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<FrameId>,
+        conversation_id: String,
+        client_msg_id: String,
+        seq: u64,
+        #[serde(with = "time::serde::rfc3339")]
+        sent_at: Timestamp,
+        duplicate: bool,
+    },
+    Message {
+        message: Message,
+    },
+    /// Ends a `sync`: every missed message was sent; `cursors` are where each conversation now stands.
+    Synced {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<FrameId>,
+        cursors: BTreeMap<String, u64>,
+    },
+    Error {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<FrameId>,
+        code: ErrorCode,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
+    Pong {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<FrameId>,
+    },
+}
+
+impl ServerFrame {
+    pub fn error(id: Option<FrameId>, code: ErrorCode, message: impl Into<String>) -> ServerFrame {
+        ServerFrame::Error { id, code, message: message.into(), retry_after_ms: None }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server frames always serialize")
+    }
+}

@@ -1,0 +1,177 @@
+//! Names and definitions of every NATS subject, stream, consumer and KV bucket Natter uses.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{kv, stream};
+
+use crate::Id;
+
+/// The conversation log: one subject per conversation, ordered and durable.
+pub const MESSAGE_STREAM: &str = "MESSAGES";
+/// Durable consumer the fanout workers share (a work queue over the log).
+pub const FANOUT_CONSUMER: &str = "fanout";
+/// Conversation metadata: `<conv>` → kind, title, owner, created_at.
+pub const CONVERSATIONS_BUCKET: &str = "conversations";
+/// Membership by conversation: `<conv>.<user>` → role.
+pub const MEMBERS_BUCKET: &str = "members";
+/// Membership by user: `<user>.<conv>` → joined_at; feeds the inbox.
+pub const MEMBERSHIPS_BUCKET: &str = "memberships";
+/// Per-conversation index `<conv>.<seq>` → stream sequence, so history pages need no scan.
+pub const MESSAGE_INDEX_BUCKET: &str = "msgindex";
+/// Durable idempotency record `<conv>.<client_msg_id>` → ack, for resends older than the duplicate window.
+pub const CLIENT_MSG_ID_BUCKET: &str = "msgids";
+
+/// Header on deliveries carrying the conversation id, so gateways route without parsing the body.
+pub const HEADER_CONVERSATION: &str = "Natter-Conversation";
+/// Header on deliveries carrying the message's per-conversation `seq`.
+pub const HEADER_SEQ: &str = "Natter-Seq";
+/// Header on deliveries carrying the message's stream sequence.
+pub const HEADER_STREAM_SEQ: &str = "Natter-Stream-Seq";
+
+const MESSAGE_SUBJECT_PREFIX: &str = "msg.";
+const DELIVER_SUBJECT_PREFIX: &str = "deliver.";
+
+/// `msg.<conv>`: where a conversation's messages are appended.
+pub fn message_subject(conversation: &Id) -> String {
+    format!("{MESSAGE_SUBJECT_PREFIX}{conversation}")
+}
+
+/// Recovers the conversation id from a message subject (`msg.<conv>`).
+pub fn conversation_of_message_subject(subject: &str) -> Option<Id> {
+    subject.strip_prefix(MESSAGE_SUBJECT_PREFIX).and_then(|token| Id::parse(token).ok())
+}
+
+/// `deliver.<user>`: core NATS subject gateways subscribe to for a connected user's devices.
+pub fn deliver_subject(user: &Id) -> String {
+    format!("{DELIVER_SUBJECT_PREFIX}{user}")
+}
+
+/// `<conv>.<user>` in [`MEMBERS_BUCKET`].
+pub fn member_key(conversation: &Id, user: &Id) -> String {
+    format!("{conversation}.{user}")
+}
+
+/// Filter for every member key of one conversation in [`MEMBERS_BUCKET`].
+pub fn members_of_conversation_filter(conversation: &Id) -> String {
+    format!("{conversation}.*")
+}
+
+/// Splits a [`MEMBERS_BUCKET`] key into (conversation, user).
+pub fn parse_member_key(key: &str) -> Option<(Id, Id)> {
+    let (conversation, user) = key.split_once('.')?;
+    Some((Id::parse(conversation).ok()?, Id::parse(user).ok()?))
+}
+
+/// `<user>.<conv>` in [`MEMBERSHIPS_BUCKET`].
+pub fn membership_key(user: &Id, conversation: &Id) -> String {
+    format!("{user}.{conversation}")
+}
+
+/// Filter for every conversation key of one user in [`MEMBERSHIPS_BUCKET`].
+pub fn memberships_of_user_filter(user: &Id) -> String {
+    format!("{user}.*")
+}
+
+/// Splits a [`MEMBERSHIPS_BUCKET`] key into (user, conversation).
+pub fn parse_membership_key(key: &str) -> Option<(Id, Id)> {
+    let (user, conversation) = key.split_once('.')?;
+    Some((Id::parse(user).ok()?, Id::parse(conversation).ok()?))
+}
+
+/// `<conv>.<seq>` in [`MESSAGE_INDEX_BUCKET`].
+pub fn message_index_key(conversation: &Id, seq: u64) -> String {
+    format!("{conversation}.{seq}")
+}
+
+/// `<conv>.<client_msg_id>` in [`CLIENT_MSG_ID_BUCKET`].
+pub fn client_msg_id_key(conversation: &Id, client_msg_id: &Id) -> String {
+    format!("{conversation}.{client_msg_id}")
+}
+
+/// `Nats-Msg-Id` of a send: JetStream drops a second publish with the same id inside the window.
+pub fn publish_dedupe_id(conversation: &Id, client_msg_id: &Id) -> String {
+    format!("{conversation}:{client_msg_id}")
+}
+
+/// The subject a KV bucket stores `key` under, for raw reads that async-nats has no helper for.
+pub fn kv_key_subject(bucket: &str, key: &str) -> String {
+    format!("$KV.{bucket}.{key}")
+}
+
+/// The stream that backs a KV bucket.
+pub fn kv_stream_name(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// Operator-tunable parts of the stream and bucket definitions.
+#[derive(Debug, Clone)]
+pub struct StorageSettings {
+    /// Replicas per stream and bucket: 1 on a single node, 3 on a cluster.
+    pub replicas: usize,
+    /// Message retention (the stream's max age); zero keeps messages forever.
+    pub message_ttl: Duration,
+    /// How long JetStream itself remembers `Nats-Msg-Id`s; older resends hit the msgids bucket.
+    pub duplicate_window: Duration,
+}
+
+impl Default for StorageSettings {
+    fn default() -> Self {
+        StorageSettings { replicas: 1, message_ttl: Duration::ZERO, duplicate_window: Duration::from_secs(120) }
+    }
+}
+
+/// The conversation log stream.
+pub fn message_stream_config(settings: &StorageSettings) -> stream::Config {
+    stream::Config {
+        name: MESSAGE_STREAM.to_owned(),
+        description: Some("conversation log: msg.<conversation>".to_owned()),
+        subjects: vec![format!("{MESSAGE_SUBJECT_PREFIX}*")],
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: settings.message_ttl,
+        duplicate_window: settings.duplicate_window,
+        num_replicas: settings.replicas,
+        allow_direct: true,
+        deny_delete: false,
+        ..Default::default()
+    }
+}
+
+fn bucket(name: &str, description: &str, max_age: Duration, settings: &StorageSettings) -> kv::Config {
+    kv::Config {
+        bucket: name.to_owned(),
+        description: description.to_owned(),
+        history: 1,
+        max_age,
+        storage: stream::StorageType::File,
+        num_replicas: settings.replicas,
+        ..Default::default()
+    }
+}
+
+/// Every KV bucket, in the order they are provisioned.
+pub fn bucket_configs(settings: &StorageSettings) -> Vec<kv::Config> {
+    let forever = Duration::ZERO;
+    vec![
+        bucket(CONVERSATIONS_BUCKET, "conversation metadata by id", forever, settings),
+        bucket(MEMBERS_BUCKET, "membership: <conversation>.<user> -> role", forever, settings),
+        bucket(MEMBERSHIPS_BUCKET, "membership: <user>.<conversation>", forever, settings),
+        bucket(MESSAGE_INDEX_BUCKET, "history index: <conversation>.<seq> -> stream sequence", settings.message_ttl, settings),
+        bucket(CLIENT_MSG_ID_BUCKET, "idempotency: <conversation>.<client_msg_id> -> ack", settings.message_ttl, settings),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_through_their_parsers() {
+        let conversation = Id::parse("c1").unwrap();
+        let user = Id::parse("alice").unwrap();
+        assert_eq!(parse_member_key(&member_key(&conversation, &user)), Some((conversation.clone(), user.clone())));
+        assert_eq!(parse_membership_key(&membership_key(&user, &conversation)), Some((user.clone(), conversation.clone())));
+        assert_eq!(conversation_of_message_subject(&message_subject(&conversation)), Some(conversation));
+        assert_eq!(conversation_of_message_subject("msg.a.b"), None);
+    }
+}

@@ -1,0 +1,10 @@
+//! The one place that spells NATS names: subjects, streams, consumers, KV buckets, headers, and the id rules that keep client input out of them.
+//!
+//! Every token that reaches a subject goes through [`Id::parse`], so a client can never
+//! put `.`, `*` or `>` into a subject: the builders here take [`Id`], not `&str`.
+
+mod ids;
+mod layout;
+
+pub use ids::{Id, InvalidId};
+pub use layout::*;
