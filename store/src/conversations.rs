@@ -1,0 +1,182 @@
+//! Direct and group conversations and their members, kept both ways in KV (conversation → members, user → conversations).
+
+use std::sync::Arc;
+
+use schemas::{Conversation, ConversationKind, ConversationRecord, Member, MemberRecord, Role};
+use sha2::{Digest, Sha256};
+use subjects::Id;
+
+use crate::error::{from_nats, StoreError};
+use crate::kv_listing::list_entries;
+use crate::{MembershipCache, Storage};
+
+/// Longest group title we store.
+const MAX_TITLE_CHARS: usize = 200;
+/// Members named when a group is created, beyond the owner.
+const MAX_INITIAL_MEMBERS: usize = 1_000;
+
+/// The one direct conversation between two users: the same id whichever side asks.
+pub fn direct_conversation_id(one: &Id, other: &Id) -> Id {
+    let (low, high) = if one <= other { (one, other) } else { (other, one) };
+    let mut hasher = Sha256::new();
+    hasher.update(low.as_str().as_bytes());
+    hasher.update([0u8]);
+    hasher.update(high.as_str().as_bytes());
+    let digest = hasher.finalize();
+    let hex: String = digest[..16].iter().map(|byte| format!("{byte:02x}")).collect();
+    Id::parse(&format!("d-{hex}")).expect("hex ids are valid")
+}
+
+pub struct Conversations {
+    client: async_nats::Client,
+    storage: Storage,
+    membership: Arc<MembershipCache>,
+}
+
+impl Conversations {
+    pub fn new(client: async_nats::Client, storage: Storage, membership: Arc<MembershipCache>) -> Conversations {
+        Conversations { client, storage, membership }
+    }
+
+    pub async fn open_direct(&self, caller: &Id, other: &Id) -> Result<Conversation, StoreError> {
+        if caller == other {
+            return Err(StoreError::Invalid("a direct conversation needs two different users".to_owned()));
+        }
+        let id = direct_conversation_id(caller, other);
+        if let Some(existing) = self.read_record(&id).await? {
+            if self.membership.role_of(&id, caller).await?.is_some() {
+                return self.describe(existing).await;
+            }
+        }
+        let record = ConversationRecord { v: 1, id: id.to_string(), kind: ConversationKind::Direct, title: None, owner: None, created_at: now() };
+        // Members first, record last: a crash in between leaves nothing visible, and the retry completes it.
+        self.put_member(&id, caller, Role::Member).await?;
+        self.put_member(&id, other, Role::Member).await?;
+        let record = self.create_record(record).await?;
+        self.describe(record).await
+    }
+
+    pub async fn create_group(&self, owner: &Id, title: Option<String>, members: &[Id]) -> Result<Conversation, StoreError> {
+        let title = title.map(|title| title.trim().to_owned()).filter(|title| !title.is_empty());
+        if title.as_ref().is_some_and(|title| title.chars().count() > MAX_TITLE_CHARS) {
+            return Err(StoreError::Invalid(format!("title is longer than {MAX_TITLE_CHARS} characters")));
+        }
+        if members.len() > MAX_INITIAL_MEMBERS {
+            return Err(StoreError::Invalid(format!("at most {MAX_INITIAL_MEMBERS} members at creation; add more afterwards")));
+        }
+        let id = Id::parse(&format!("g-{}", ulid::Ulid::new())).expect("ulids are valid ids");
+        self.put_member(&id, owner, Role::Owner).await?;
+        for member in members.iter().filter(|member| *member != owner) {
+            self.put_member(&id, member, Role::Member).await?;
+        }
+        let record = ConversationRecord { v: 1, id: id.to_string(), kind: ConversationKind::Group, title, owner: Some(owner.to_string()), created_at: now() };
+        let record = self.create_record(record).await?;
+        self.describe(record).await
+    }
+
+    /// The conversation as its member `caller` sees it; `not_found` for everyone else, so ids cannot be probed.
+    pub async fn get_for_member(&self, conversation: &Id, caller: &Id) -> Result<Conversation, StoreError> {
+        let record = self.read_record(conversation).await?;
+        match record {
+            Some(record) if self.membership.role_of(conversation, caller).await?.is_some() => self.describe(record).await,
+            _ => Err(StoreError::NotFound(format!("no conversation {conversation}"))),
+        }
+    }
+
+    /// The owner adds someone to a group.
+    pub async fn add_member(&self, conversation: &Id, actor: &Id, user: &Id) -> Result<Conversation, StoreError> {
+        let record = self.get_for_member(conversation, actor).await?;
+        if record.kind == ConversationKind::Direct {
+            return Err(StoreError::Invalid("a direct conversation has exactly two members".to_owned()));
+        }
+        if self.membership.role_of(conversation, actor).await? != Some(Role::Owner) {
+            return Err(StoreError::Forbidden("only the group's owner adds members".to_owned()));
+        }
+        if self.membership.role_of(conversation, user).await?.is_none() {
+            self.put_member(conversation, user, Role::Member).await?;
+        }
+        self.get_for_member(conversation, actor).await
+    }
+
+    /// The owner removes a member, or a member leaves.
+    pub async fn remove_member(&self, conversation: &Id, actor: &Id, user: &Id) -> Result<(), StoreError> {
+        let record = self.get_for_member(conversation, actor).await?;
+        if record.kind == ConversationKind::Direct {
+            return Err(StoreError::Invalid("members cannot leave a direct conversation".to_owned()));
+        }
+        let actor_role = self.membership.role_of(conversation, actor).await?;
+        if actor != user && actor_role != Some(Role::Owner) {
+            return Err(StoreError::Forbidden("only the group's owner removes other members".to_owned()));
+        }
+        if self.membership.role_of(conversation, user).await?.is_none() {
+            return Err(StoreError::NotFound(format!("{user} is not a member of {conversation}")));
+        }
+        // Conversation side first: that is what authorises reads and sends.
+        self.storage
+            .members
+            .delete(subjects::member_key(conversation, user))
+            .await
+            .map_err(|error| from_nats("failed to remove member", error))?;
+        self.storage
+            .memberships
+            .delete(subjects::membership_key(user, conversation))
+            .await
+            .map_err(|error| from_nats("failed to remove membership", error))?;
+        self.membership.invalidate(conversation.clone());
+        Ok(())
+    }
+
+    /// Ids of every conversation `user` belongs to.
+    pub async fn conversations_of(&self, user: &Id) -> Result<Vec<Id>, StoreError> {
+        let entries = list_entries(&self.client, &self.storage.memberships, &subjects::memberships_of_user_filter(user)).await?;
+        Ok(entries.into_iter().filter_map(|(key, _)| subjects::parse_membership_key(&key).map(|(_, conversation)| conversation)).collect())
+    }
+
+    pub async fn read_record(&self, conversation: &Id) -> Result<Option<ConversationRecord>, StoreError> {
+        let bytes = self.storage.conversations.get(conversation.as_str()).await.map_err(|error| from_nats("failed to read conversation", error))?;
+        bytes.map(|bytes| ConversationRecord::from_bytes(&bytes).map_err(StoreError::internal)).transpose()
+    }
+
+    async fn create_record(&self, record: ConversationRecord) -> Result<ConversationRecord, StoreError> {
+        match self.storage.conversations.create(&record.id, record.to_bytes().into()).await {
+            Ok(_) => Ok(record),
+            Err(error) if error.kind() == async_nats::jetstream::kv::CreateErrorKind::AlreadyExists => {
+                let id = Id::parse(&record.id).map_err(StoreError::internal)?;
+                self.read_record(&id).await?.ok_or_else(|| StoreError::Internal("conversation vanished while being created".to_owned()))
+            }
+            Err(error) => Err(from_nats("failed to create conversation", error)),
+        }
+    }
+
+    async fn put_member(&self, conversation: &Id, user: &Id, role: Role) -> Result<(), StoreError> {
+        let record = MemberRecord { v: 1, role, joined_at: now() };
+        self.storage
+            .members
+            .put(subjects::member_key(conversation, user), record.to_bytes().into())
+            .await
+            .map_err(|error| from_nats("failed to add member", error))?;
+        self.storage
+            .memberships
+            .put(subjects::membership_key(user, conversation), record.to_bytes().into())
+            .await
+            .map_err(|error| from_nats("failed to add membership", error))?;
+        self.membership.invalidate(conversation.clone());
+        Ok(())
+    }
+
+    async fn describe(&self, record: ConversationRecord) -> Result<Conversation, StoreError> {
+        let id = Id::parse(&record.id).map_err(StoreError::internal)?;
+        let members = self.membership.members(&id).await?;
+        Ok(Conversation {
+            id: record.id,
+            kind: record.kind,
+            title: record.title,
+            members: members.iter().map(|(user, role)| Member { user: user.to_string(), role: *role }).collect(),
+            created_at: record.created_at,
+        })
+    }
+}
+
+fn now() -> schemas::Timestamp {
+    time::OffsetDateTime::now_utc()
+}

@@ -1,0 +1,19 @@
+//! Natter's state in NATS JetStream: provisioning, the conversation log (append and read), conversations and membership.
+//!
+//! Gateways and workers share this crate; it is the only code that talks to JetStream
+//! streams and KV buckets directly.
+
+mod conversations;
+mod error;
+mod kv_listing;
+mod log_append;
+mod log_read;
+mod membership_cache;
+mod provision;
+
+pub use conversations::{direct_conversation_id, Conversations};
+pub use error::StoreError;
+pub use log_append::{AppendOutcome, AppendRequest, MessageLog};
+pub use log_read::{HistoryRequest, LogReader, MAX_PAGE};
+pub use membership_cache::{MemberSet, MembershipCache};
+pub use provision::Storage;

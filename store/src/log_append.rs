@@ -1,0 +1,176 @@
+//! Appends messages to a conversation's log with a gapless `seq` and idempotent resends.
+//!
+//! JetStream's stream leader is the ordering authority: every append carries
+//! `Nats-Expected-Last-Subject-Sequence`, so two gateways racing on one conversation
+//! cannot both take the same `seq`; the loser reloads the tail and retries.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::message::PublishMessage;
+use schemas::{Body, ClientMsgIdRecord, Message, StoredMessage, Timestamp};
+use subjects::Id;
+
+use crate::error::{from_nats, StoreError};
+use crate::log_read::LogReader;
+use crate::Storage;
+
+/// How often an append retries after losing a race for the conversation's tail.
+const MAX_APPEND_ATTEMPTS: usize = 32;
+/// Beyond this many cached tails, idle ones are dropped (they reload on next use).
+const MAX_CACHED_TAILS: usize = 100_000;
+
+pub struct AppendRequest {
+    pub conversation: Id,
+    pub client_msg_id: Id,
+    pub sender: Id,
+    pub sender_device: Id,
+    pub body: Body,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppendOutcome {
+    pub seq: u64,
+    pub stream_seq: u64,
+    pub sent_at: Timestamp,
+    /// The client_msg_id was already in the log: nothing new was stored.
+    pub duplicate: bool,
+}
+
+/// Where a conversation's log ends, as last seen by this process.
+#[derive(Debug, Clone, Copy)]
+struct Tail {
+    stream_seq: u64,
+    seq: u64,
+}
+
+/// The append side of the log; one per process, shared by every connection.
+pub struct MessageLog {
+    storage: Storage,
+    reader: LogReader,
+    /// One async lock per conversation serialises this process's appends to it, so they
+    /// do not race each other for the tail; held across the PubAck on purpose.
+    tails: Mutex<HashMap<Id, Arc<tokio::sync::Mutex<Option<Tail>>>>>,
+}
+
+impl MessageLog {
+    pub fn new(storage: Storage) -> MessageLog {
+        MessageLog { reader: LogReader::new(storage.clone()), storage, tails: Mutex::new(HashMap::new()) }
+    }
+
+    pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
+        if let Some(original) = self.recorded_send(&request.conversation, &request.client_msg_id).await? {
+            return Ok(original);
+        }
+        let tail_lock = self.tail_lock(&request.conversation);
+        let mut tail_guard = tail_lock.lock().await;
+        for _attempt in 0..MAX_APPEND_ATTEMPTS {
+            let tail = match *tail_guard {
+                Some(tail) => tail,
+                None => {
+                    let (tail, last_message) = self.load_tail(&request.conversation).await?;
+                    *tail_guard = Some(tail);
+                    if let Some(last) = last_message {
+                        // A resend whose original is the tail, e.g. after a gateway died between
+                        // PubAck and writing the idempotency record (records were repaired above).
+                        if last.message.client_msg_id == request.client_msg_id.as_str() {
+                            return Ok(AppendOutcome { seq: tail.seq, stream_seq: tail.stream_seq, sent_at: last.message.sent_at, duplicate: true });
+                        }
+                    }
+                    tail
+                }
+            };
+            let message = Message {
+                conversation_id: request.conversation.to_string(),
+                seq: tail.seq + 1,
+                client_msg_id: request.client_msg_id.to_string(),
+                sender: request.sender.to_string(),
+                sender_device: request.sender_device.to_string(),
+                sent_at: time::OffsetDateTime::now_utc(),
+                body: request.body.clone(),
+            };
+            let envelope = schemas::encode_stored_message(&StoredMessage { message: message.clone(), prev_stream_seq: tail.stream_seq });
+            let publish = PublishMessage::build()
+                .payload(envelope.into())
+                .message_id(subjects::publish_dedupe_id(&request.conversation, &request.client_msg_id))
+                .expected_last_subject_sequence(tail.stream_seq);
+            let ack_future = self
+                .storage
+                .jetstream
+                .send_publish(subjects::message_subject(&request.conversation), publish)
+                .await
+                .map_err(|error| from_nats("failed to publish message", error))?;
+            match ack_future.await {
+                Ok(ack) if ack.duplicate => {
+                    drop(tail_guard);
+                    let original = self.reader.get_by_stream_seq(ack.sequence).await?;
+                    let outcome = AppendOutcome { seq: original.message.seq, stream_seq: ack.sequence, sent_at: original.message.sent_at, duplicate: true };
+                    self.write_records(&request.conversation, &request.client_msg_id, &outcome).await?;
+                    return Ok(outcome);
+                }
+                Ok(ack) => {
+                    *tail_guard = Some(Tail { stream_seq: ack.sequence, seq: message.seq });
+                    drop(tail_guard);
+                    let outcome = AppendOutcome { seq: message.seq, stream_seq: ack.sequence, sent_at: message.sent_at, duplicate: false };
+                    self.write_records(&request.conversation, &request.client_msg_id, &outcome).await?;
+                    return Ok(outcome);
+                }
+                Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
+                    tracing::debug!(conversation = %request.conversation, "lost the race for the tail; reloading");
+                    *tail_guard = None;
+                }
+                Err(error) => {
+                    // The publish may or may not have landed: forget the tail so the next append reloads it.
+                    *tail_guard = None;
+                    return Err(from_nats("failed to append message", error));
+                }
+            }
+        }
+        Err(StoreError::Unavailable(format!("conversation {} is too contended; retry", request.conversation)))
+    }
+
+    /// The ack of an earlier send with this client_msg_id, from the durable record (covers resends after the duplicate window).
+    async fn recorded_send(&self, conversation: &Id, client_msg_id: &Id) -> Result<Option<AppendOutcome>, StoreError> {
+        let key = subjects::client_msg_id_key(conversation, client_msg_id);
+        let Some(bytes) = self.storage.client_msg_ids.get(key).await.map_err(|error| from_nats("failed to read idempotency record", error))? else {
+            return Ok(None);
+        };
+        let record = ClientMsgIdRecord::from_bytes(&bytes).map_err(StoreError::internal)?;
+        Ok(Some(AppendOutcome { seq: record.seq, stream_seq: record.stream_seq, sent_at: record.sent_at, duplicate: true }))
+    }
+
+    /// Reads the conversation's last entry and makes sure its index and idempotency records exist.
+    async fn load_tail(&self, conversation: &Id) -> Result<(Tail, Option<StoredMessage>), StoreError> {
+        let Some((stream_seq, last)) = self.reader.last_entry(conversation).await? else {
+            return Ok((Tail { stream_seq: 0, seq: 0 }, None));
+        };
+        if let Ok(client_msg_id) = Id::parse(&last.message.client_msg_id) {
+            let outcome = AppendOutcome { seq: last.message.seq, stream_seq, sent_at: last.message.sent_at, duplicate: true };
+            self.write_records(conversation, &client_msg_id, &outcome).await?;
+        }
+        Ok((Tail { stream_seq, seq: last.message.seq }, Some(last)))
+    }
+
+    /// Index (`seq` → stream sequence) and idempotency records; both are idempotent puts.
+    async fn write_records(&self, conversation: &Id, client_msg_id: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
+        let index_put = self
+            .storage
+            .message_index
+            .put(subjects::message_index_key(conversation, outcome.seq), outcome.stream_seq.to_string().into());
+        let record = ClientMsgIdRecord { v: 1, seq: outcome.seq, stream_seq: outcome.stream_seq, sent_at: outcome.sent_at };
+        let record_put = self.storage.client_msg_ids.put(subjects::client_msg_id_key(conversation, client_msg_id), record.to_bytes().into());
+        let (index_result, record_result) = tokio::join!(index_put, record_put);
+        index_result.map_err(|error| from_nats("failed to write history index", error))?;
+        record_result.map_err(|error| from_nats("failed to write idempotency record", error))?;
+        Ok(())
+    }
+
+    fn tail_lock(&self, conversation: &Id) -> Arc<tokio::sync::Mutex<Option<Tail>>> {
+        let mut tails = self.tails.lock().expect("tail map lock poisoned");
+        if tails.len() >= MAX_CACHED_TAILS {
+            tails.retain(|_, lock| Arc::strong_count(lock) > 1);
+        }
+        tails.entry(conversation.clone()).or_default().clone()
+    }
+}

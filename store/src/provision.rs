@@ -1,0 +1,56 @@
+//! Creates or updates every stream and bucket from the definitions in `subjects`, idempotently, at start.
+
+use async_nats::jetstream::{self, kv, stream::Stream};
+use subjects::StorageSettings;
+
+use crate::error::{from_nats, StoreError};
+
+/// Handles to every stream and bucket; cheap to clone.
+#[derive(Clone)]
+pub struct Storage {
+    pub jetstream: jetstream::Context,
+    pub messages: Stream,
+    pub conversations: kv::Store,
+    pub members: kv::Store,
+    pub memberships: kv::Store,
+    pub message_index: kv::Store,
+    pub client_msg_ids: kv::Store,
+}
+
+impl Storage {
+    /// Creates or updates the layout; safe to run from every process at every start.
+    pub async fn provision(jetstream: jetstream::Context, settings: &StorageSettings) -> Result<Storage, StoreError> {
+        let messages = jetstream
+            .create_or_update_stream(subjects::message_stream_config(settings))
+            .await
+            .map_err(|error| from_nats("failed to create or update the message stream", error))?;
+        let name = messages.config.name.clone();
+        let messages = jetstream.get_stream(&name).await.map_err(|error| from_nats("failed to open the message stream", error))?;
+        for config in subjects::bucket_configs(settings) {
+            let bucket = config.bucket.clone();
+            jetstream
+                .create_or_update_key_value(config)
+                .await
+                .map_err(|error| from_nats(&format!("failed to create or update bucket {bucket}"), error))?;
+        }
+        Storage::open_buckets(jetstream, messages).await
+    }
+
+    async fn open_buckets(jetstream: jetstream::Context, messages: Stream) -> Result<Storage, StoreError> {
+        let open = |bucket: &'static str| {
+            let jetstream = jetstream.clone();
+            async move {
+                jetstream.get_key_value(bucket).await.map_err(|error| from_nats(&format!("failed to open bucket {bucket}"), error))
+            }
+        };
+        Ok(Storage {
+            conversations: open(subjects::CONVERSATIONS_BUCKET).await?,
+            members: open(subjects::MEMBERS_BUCKET).await?,
+            memberships: open(subjects::MEMBERSHIPS_BUCKET).await?,
+            message_index: open(subjects::MESSAGE_INDEX_BUCKET).await?,
+            client_msg_ids: open(subjects::CLIENT_MSG_ID_BUCKET).await?,
+            messages,
+            jetstream,
+        })
+    }
+}
