@@ -109,3 +109,30 @@ pub struct ErrorDetail {
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
+
+/// The JWT claims Natter reads (and mints in dev mode); `sub` is the user id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenClaims {
+    pub sub: String,
+    pub exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
+}
+
+/// Query of `GET /v1/conversations/{id}/messages`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HistoryQuery {
+    pub before: Option<u64>,
+    pub after: Option<u64>,
+    pub limit: Option<u64>,
+}
+
+/// Query of `GET /v1/ws` (and `?device=` on `POST /v1/messages`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ConnectQuery {
+    pub token: Option<String>,
+    pub device: Option<String>,
+    pub resume: Option<String>,
+}

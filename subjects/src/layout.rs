@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{kv, stream};
+use async_nats::jetstream::{consumer, kv, stream};
 
 use crate::Id;
 
@@ -133,6 +133,19 @@ pub fn message_stream_config(settings: &StorageSettings) -> stream::Config {
         num_replicas: settings.replicas,
         allow_direct: true,
         deny_delete: false,
+        ..Default::default()
+    }
+}
+
+/// The fanout workers' shared durable consumer: every copy pulls from it, so adding copies adds throughput.
+pub fn fanout_consumer_config() -> consumer::pull::Config {
+    consumer::pull::Config {
+        durable_name: Some(FANOUT_CONSUMER.to_owned()),
+        description: Some("fanout: msg.* -> deliver.<user>".to_owned()),
+        deliver_policy: consumer::DeliverPolicy::All,
+        ack_policy: consumer::AckPolicy::Explicit,
+        ack_wait: Duration::from_secs(30),
+        max_ack_pending: 20_000,
         ..Default::default()
     }
 }

@@ -1,0 +1,22 @@
+# Builds natter's release binaries (all-in-one launcher, gateway, fanout worker) into a small runtime image.
+
+FROM rust:1.95-bookworm AS builder
+WORKDIR /src
+COPY . .
+# Cache mounts keep the crates.io download and the build between image builds; the binaries are copied out
+# of the cached target dir in the same step because the mount is not part of the image.
+RUN --mount=type=cache,target=/usr/local/cargo/registry \
+    --mount=type=cache,target=/src/target \
+    cargo build --release --locked -p natter -p gateway -p fanout \
+    && mkdir -p /out \
+    && cp target/release/natter target/release/natter-gateway target/release/natter-fanout /out/
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+RUN useradd --system --uid 10001 --no-create-home natter
+COPY --from=builder /out/ /usr/local/bin/
+USER natter
+# compose.yaml picks the binary per service; the gateway is the usual one.
+CMD ["natter-gateway"]

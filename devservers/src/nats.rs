@@ -1,0 +1,263 @@
+//! A local `nats-server` with JetStream on a server-chosen port, owned by a value that kills it on drop.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::binaries::nats_server_binary;
+use crate::child_process::{
+    LoggedChild, READINESS_ATTEMPT_TIMEOUT, READINESS_POLL_INTERVAL, START_DEADLINE,
+    prepare_data_dir, spawn_logged,
+};
+
+const LOG_FILE_NAME: &str = "nats-server.log";
+const PORTS_FILE_SUFFIX: &str = ".ports";
+
+/// How to start a [`NatsServer`] beyond the store directory.
+#[derive(Debug, Clone, Default)]
+pub struct NatsServerOptions {
+    /// Client port; `None` lets the server choose a free one (`-p -1`), which is what tests want.
+    pub port: Option<u16>,
+    /// A config file (e.g. cluster settings); the flags for address, port, JetStream and store dir override it.
+    pub config_file: Option<PathBuf>,
+    /// Own process group, so a terminal Ctrl-C reaches only the parent (see the launcher); tests leave it off.
+    pub separate_process_group: bool,
+}
+
+/// A running `nats-server` child process listening on 127.0.0.1.
+pub struct NatsServer {
+    process: LoggedChild,
+    port: u16,
+    store_dir: PathBuf,
+    options: NatsServerOptions,
+}
+
+impl NatsServer {
+    /// Starts nats-server with JetStream on a free port, keeping its store, log and ports file in `store_dir`.
+    pub async fn start(store_dir: &Path) -> anyhow::Result<NatsServer> {
+        Self::start_with_options(store_dir, NatsServerOptions::default()).await
+    }
+
+    /// Starts nats-server from `config_file` (e.g. one node of a test cluster) on a free client port.
+    pub async fn start_with_config(
+        config_file: &Path,
+        store_dir: &Path,
+    ) -> anyhow::Result<NatsServer> {
+        let options = NatsServerOptions {
+            config_file: Some(config_file.to_path_buf()),
+            ..NatsServerOptions::default()
+        };
+        Self::start_with_options(store_dir, options).await
+    }
+
+    pub async fn start_with_options(
+        store_dir: &Path,
+        options: NatsServerOptions,
+    ) -> anyhow::Result<NatsServer> {
+        let store_dir = prepare_data_dir(store_dir)?;
+        let (process, port) =
+            spawn_and_wait_until_ready(&store_dir, &options, options.port).await?;
+        tracing::debug!(port, pid = process.pid, store_dir = %store_dir.display(), "nats-server started");
+        Ok(NatsServer {
+            process,
+            port,
+            store_dir,
+            options,
+        })
+    }
+
+    /// `nats://127.0.0.1:PORT`.
+    pub fn client_url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The pid of the current (or, after `kill`/`stop`, the last) server process.
+    pub fn pid(&self) -> u32 {
+        self.process.pid
+    }
+
+    pub fn store_dir(&self) -> &Path {
+        &self.store_dir
+    }
+
+    /// The file holding the server's stdout and stderr across restarts.
+    pub fn log_path(&self) -> &Path {
+        &self.process.log_path
+    }
+
+    /// SIGKILL, as a crash would; for chaos tests. Waits until the process is gone.
+    pub async fn kill(&mut self) {
+        self.process.kill().await;
+    }
+
+    /// Starts the server again on the same port and store dir, stopping it first if it is still running.
+    pub async fn restart(&mut self) -> anyhow::Result<()> {
+        self.process.stop().await;
+        let (process, port) =
+            spawn_and_wait_until_ready(&self.store_dir, &self.options, Some(self.port))
+                .await
+                .with_context(|| format!("failed to restart nats-server on port {}", self.port))?;
+        tracing::debug!(port, pid = process.pid, "nats-server restarted");
+        self.process = process;
+        Ok(())
+    }
+
+    /// SIGTERM for a clean shutdown, SIGKILL if it takes longer than the grace period.
+    pub async fn stop(&mut self) {
+        self.process.stop().await;
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.process.kill_from_drop();
+    }
+}
+
+async fn spawn_and_wait_until_ready(
+    store_dir: &Path,
+    options: &NatsServerOptions,
+    port: Option<u16>,
+) -> anyhow::Result<(LoggedChild, u16)> {
+    let binary = nats_server_binary()?;
+    remove_stale_ports_files(store_dir)?;
+
+    let mut args: Vec<OsString> = Vec::new();
+    if let Some(config_file) = &options.config_file {
+        args.extend(["-c".into(), config_file.into()]);
+    }
+    let port_argument = port.map_or_else(|| "-1".to_string(), |port| port.to_string());
+    args.extend([
+        "-js".into(),
+        "-a".into(),
+        "127.0.0.1".into(),
+        "-p".into(),
+        port_argument.into(),
+        "-sd".into(),
+        store_dir.into(),
+        // The server writes the ports it actually bound here once its listeners are up.
+        "--ports_file_dir".into(),
+        store_dir.into(),
+    ]);
+    let log_path = store_dir.join(LOG_FILE_NAME);
+    let mut process = spawn_logged(&binary, &args, &log_path, options.separate_process_group)?;
+
+    let deadline = Instant::now() + START_DEADLINE;
+    let bound_port = loop {
+        process.ensure_still_running("nats-server")?;
+        if let Some(bound_port) = read_client_port(store_dir, process.pid)? {
+            break bound_port;
+        }
+        if Instant::now() >= deadline {
+            return Err(process.start_timeout_error("nats-server", "write its ports file"));
+        }
+        tokio::time::sleep(READINESS_POLL_INTERVAL).await;
+    };
+    if let Some(requested_port) = port
+        && requested_port != bound_port
+    {
+        bail!(
+            "nats-server was asked for port {requested_port} but reports {bound_port}; log {}",
+            log_path.display()
+        );
+    }
+    loop {
+        process.ensure_still_running("nats-server")?;
+        if receives_info_line(bound_port).await {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(process.start_timeout_error("nats-server", "accept client connections"));
+        }
+        tokio::time::sleep(READINESS_POLL_INTERVAL).await;
+    }
+    Ok((process, bound_port))
+}
+
+/// Reads the client port from `<executable>_<pid>.ports`; `None` while the file is missing or half-written.
+fn read_client_port(ports_file_dir: &Path, pid: u32) -> anyhow::Result<Option<u16>> {
+    // The file is named after the executable, which an override may have renamed, so match on the pid only.
+    let wanted_suffix = format!("_{pid}{PORTS_FILE_SUFFIX}");
+    let entries = std::fs::read_dir(ports_file_dir)
+        .with_context(|| format!("failed to list {}", ports_file_dir.display()))?;
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .ends_with(&wanted_suffix)
+        {
+            continue;
+        }
+        let Ok(contents) = std::fs::read_to_string(entry.path()) else {
+            return Ok(None);
+        };
+        return Ok(parse_client_port(&contents));
+    }
+    Ok(None)
+}
+
+/// Parses `{"nats":["nats://127.0.0.1:40041"], ...}`.
+fn parse_client_port(ports_file_contents: &str) -> Option<u16> {
+    let ports: serde_json::Value = serde_json::from_str(ports_file_contents).ok()?;
+    let client_url = ports.get("nats")?.as_array()?.first()?.as_str()?;
+    client_url.rsplit(':').next()?.parse().ok()
+}
+
+/// A SIGKILLed server leaves its ports file behind; clear them so the directory does not fill up.
+fn remove_stale_ports_files(ports_file_dir: &Path) -> anyhow::Result<()> {
+    let entries = std::fs::read_dir(ports_file_dir)
+        .with_context(|| format!("failed to list {}", ports_file_dir.display()))?;
+    for entry in entries.flatten() {
+        if entry
+            .file_name()
+            .to_string_lossy()
+            .ends_with(PORTS_FILE_SUFFIX)
+        {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
+}
+
+/// True once a client connection on `port` receives the server's `INFO` line.
+async fn receives_info_line(port: u16) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+        let mut first_bytes = [0u8; 5];
+        stream.read_exact(&mut first_bytes).await.ok()?;
+        Some(&first_bytes == b"INFO ")
+    };
+    matches!(
+        tokio::time::timeout(READINESS_ATTEMPT_TIMEOUT, attempt).await,
+        Ok(Some(true))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_client_port;
+
+    fn check(contents: &str, expected: Option<u16>) {
+        assert_eq!(parse_client_port(contents), expected, "input: {contents:?}");
+    }
+
+    #[test]
+    fn reads_ports_files() {
+        check(r#"{"nats":["nats://127.0.0.1:40041"]}"#, Some(40041));
+        check(
+            r#"{"nats":["nats://127.0.0.1:4222"],"monitoring":["http://127.0.0.1:8222"]}"#,
+            Some(4222),
+        );
+        check(r#"{"nats":["nats://127.0.0.1:40"#, None);
+        check(r#"{"monitoring":["http://127.0.0.1:8222"]}"#, None);
+        check("", None);
+    }
+}

@@ -1,0 +1,74 @@
+//! The one mapping from failures to PROTOCOL.md error codes, HTTP statuses and WebSocket `error` frames.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use schemas::{ErrorBody, ErrorCode, ErrorDetail, FrameId, ServerFrame};
+use store::StoreError;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
+        ApiError { code, message: message.into() }
+    }
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::Unauthorized, message)
+    }
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::Forbidden, message)
+    }
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::Invalid, message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::NotFound, message)
+    }
+    pub fn too_large(message: impl Into<String>) -> ApiError {
+        ApiError::new(ErrorCode::TooLarge, message)
+    }
+
+    pub fn to_frame(&self, id: Option<FrameId>) -> ServerFrame {
+        ServerFrame::error(id, self.code, self.message.clone())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(error: StoreError) -> ApiError {
+        match error {
+            StoreError::NotFound(message) => ApiError::new(ErrorCode::NotFound, message),
+            StoreError::Forbidden(message) => ApiError::new(ErrorCode::Forbidden, message),
+            StoreError::Invalid(message) => ApiError::new(ErrorCode::Invalid, message),
+            StoreError::Unavailable(message) => {
+                tracing::warn!(%message, "storage unavailable");
+                ApiError::new(ErrorCode::Unavailable, "storage is unavailable; retry shortly")
+            }
+            StoreError::Internal(message) => {
+                tracing::error!(%message, "storage failure");
+                ApiError::new(ErrorCode::Internal, "internal error")
+            }
+        }
+    }
+}
+
+impl From<subjects::InvalidId> for ApiError {
+    fn from(error: subjects::InvalidId) -> ApiError {
+        ApiError::invalid(format!("invalid id: {error}"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, retry_after_ms: None } };
+        (status, axum::Json(body)).into_response()
+    }
+}
+
+/// Parses an id from client input, naming the field in the error.
+pub fn parse_id(field: &str, value: &str) -> Result<subjects::Id, ApiError> {
+    subjects::Id::parse(value).map_err(|error| ApiError::invalid(format!("{field}: {error}")))
+}

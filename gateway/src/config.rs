@@ -1,0 +1,118 @@
+//! The gateway's configuration: defaults, then `NATTER_*` environment values, then `validate()`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use subjects::StorageSettings;
+
+#[derive(Debug, Clone)]
+pub struct GatewayConfig {
+    pub jwt: JwtConfig,
+    /// Dev mode mints tokens at `POST /v1/dev/token`; never on in production.
+    pub dev_mode: bool,
+    pub storage: StorageSettings,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    /// HS256 shared secret.
+    pub secret: String,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// Lifetime of tokens this server mints in dev mode.
+    pub dev_token_ttl: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Cap on a message body's content (text, media id or ciphertext).
+    pub max_body_bytes: usize,
+    /// Cap on one WebSocket message after reassembling its fragments, and on HTTP bodies.
+    pub max_frame_bytes: usize,
+    /// Frames queued for one device before it counts as too slow and is disconnected.
+    pub outbound_queue_frames: usize,
+    /// Bad frames one connection may send before it is closed.
+    pub max_protocol_errors: u32,
+    /// How long a sync may wait on a device that does not read.
+    pub sync_send_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_frame_bytes: 256 * 1024,
+            outbound_queue_frames: 1024,
+            max_protocol_errors: 20,
+            sync_send_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// A development configuration with the given secret; tests start from this.
+    pub fn for_development(secret: impl Into<String>) -> GatewayConfig {
+        GatewayConfig {
+            jwt: JwtConfig { secret: secret.into(), issuer: None, audience: None, dev_token_ttl: Duration::from_secs(7 * 24 * 3600) },
+            dev_mode: true,
+            storage: StorageSettings::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Reads `NATTER_*` values from `environment` (passed in so tests and the launcher control it).
+    pub fn from_environment(environment: &HashMap<String, String>) -> anyhow::Result<GatewayConfig> {
+        let get = |name: &str| environment.get(name).map(String::as_str).filter(|value| !value.is_empty());
+        let mut config = GatewayConfig::for_development(get("NATTER_JWT_SECRET").unwrap_or_default());
+        config.dev_mode = parse_flag(get("NATTER_DEV_MODE"))?;
+        config.jwt.issuer = get("NATTER_JWT_ISSUER").map(str::to_owned);
+        config.jwt.audience = get("NATTER_JWT_AUDIENCE").map(str::to_owned);
+        if let Some(replicas) = get("NATTER_STREAM_REPLICAS") {
+            config.storage.replicas = replicas.parse().context("NATTER_STREAM_REPLICAS must be 1, 3 or 5")?;
+        }
+        if let Some(seconds) = get("NATTER_MESSAGE_TTL_SECS") {
+            config.storage.message_ttl = Duration::from_secs(seconds.parse().context("NATTER_MESSAGE_TTL_SECS must be whole seconds")?);
+        }
+        if let Some(seconds) = get("NATTER_DUPLICATE_WINDOW_SECS") {
+            config.storage.duplicate_window = Duration::from_secs(seconds.parse().context("NATTER_DUPLICATE_WINDOW_SECS must be whole seconds")?);
+        }
+        if let Some(bytes) = get("NATTER_MAX_BODY_BYTES") {
+            config.limits.max_body_bytes = bytes.parse().context("NATTER_MAX_BODY_BYTES must be a byte count")?;
+        }
+        if let Some(bytes) = get("NATTER_MAX_FRAME_BYTES") {
+            config.limits.max_frame_bytes = bytes.parse().context("NATTER_MAX_FRAME_BYTES must be a byte count")?;
+        }
+        if let Some(frames) = get("NATTER_OUTBOUND_QUEUE") {
+            config.limits.outbound_queue_frames = frames.parse().context("NATTER_OUTBOUND_QUEUE must be a frame count")?;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.jwt.secret.len() < 32 {
+            bail!("NATTER_JWT_SECRET must be at least 32 bytes (HS256 needs a strong shared secret)");
+        }
+        if ![1, 3, 5].contains(&self.storage.replicas) {
+            bail!("stream replicas must be 1, 3 or 5, not {}", self.storage.replicas);
+        }
+        if self.limits.max_frame_bytes < self.limits.max_body_bytes + 1024 {
+            bail!("the frame cap must exceed the body cap, with room for the envelope");
+        }
+        if self.limits.outbound_queue_frames == 0 {
+            bail!("the outbound queue needs room for at least one frame");
+        }
+        Ok(())
+    }
+}
+
+fn parse_flag(value: Option<&str>) -> anyhow::Result<bool> {
+    match value {
+        None => Ok(false),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some("0" | "false" | "no" | "off") => Ok(false),
+        Some(other) => bail!("expected a yes/no flag, got {other:?}"),
+    }
+}

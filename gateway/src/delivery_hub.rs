@@ -1,0 +1,273 @@
+//! Routes `deliver.<user>` traffic to the devices connected here, in order, exactly once per device.
+//!
+//! One task per connected user owns that user's subscription and device states (a closed
+//! command enum, no shared locks); it subscribes when the first device arrives and
+//! unsubscribes when the last one leaves.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use schemas::ServerFrame;
+use store::LogReader;
+use subjects::Id;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::task::TaskTracker;
+
+use crate::delivery_order::{Decision, DeviceCursors};
+use crate::outbound::{close_codes, Outbound};
+
+pub type ConnectionId = u64;
+
+/// How far back the first delivery of a conversation looks for messages sent since the device connected.
+const FIRST_SEEN_LOOKBACK: u64 = 64;
+
+/// A connected device as the hub sees it.
+pub struct DeviceAttachment {
+    pub connection: ConnectionId,
+    /// The device's ordinary frame queue (bounded; full means the device is too slow).
+    pub outbound: mpsc::Sender<Outbound>,
+    /// The writer's priority lane, used here only to close a device that fell behind.
+    pub control: mpsc::Sender<Outbound>,
+    /// `?resume=1`: hold live frames until the device's first sync is answered.
+    pub hold_until_synced: bool,
+    /// Cap on frames held while syncing.
+    pub max_held: usize,
+}
+
+enum UserCommand {
+    Attach(DeviceAttachment),
+    Detach(ConnectionId),
+    BeginSync { connection: ConnectionId, ready: oneshot::Sender<()> },
+    EndSync { connection: ConnectionId, cursors: BTreeMap<Id, u64> },
+}
+
+struct UserEntry {
+    commands: mpsc::UnboundedSender<UserCommand>,
+    connections: usize,
+}
+
+pub struct DeliveryHub {
+    client: async_nats::Client,
+    reader: LogReader,
+    users: tokio::sync::Mutex<HashMap<Id, UserEntry>>,
+    next_connection: AtomicU64,
+    tasks: TaskTracker,
+}
+
+impl DeliveryHub {
+    pub fn new(client: async_nats::Client, reader: LogReader, tasks: TaskTracker) -> DeliveryHub {
+        DeliveryHub { client, reader, users: tokio::sync::Mutex::new(HashMap::new()), next_connection: AtomicU64::new(1), tasks }
+    }
+
+    pub fn next_connection_id(&self) -> ConnectionId {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub async fn attach(&self, user: &Id, attachment: DeviceAttachment) -> anyhow::Result<()> {
+        let mut users = self.users.lock().await;
+        if !users.contains_key(user) {
+            let subscriber = self.client.subscribe(subjects::deliver_subject(user)).await?;
+            let (commands_tx, commands_rx) = mpsc::unbounded_channel();
+            let task = UserDeliveries { user: user.clone(), reader: self.reader.clone(), devices: HashMap::new() };
+            self.tasks.spawn(task.run(subscriber, commands_rx));
+            users.insert(user.clone(), UserEntry { commands: commands_tx, connections: 0 });
+        }
+        let entry = users.get_mut(user).expect("inserted above");
+        entry.connections += 1;
+        let _ = entry.commands.send(UserCommand::Attach(attachment));
+        Ok(())
+    }
+
+    pub async fn detach(&self, user: &Id, connection: ConnectionId) {
+        let mut users = self.users.lock().await;
+        let Some(entry) = users.get_mut(user) else { return };
+        let _ = entry.commands.send(UserCommand::Detach(connection));
+        entry.connections -= 1;
+        if entry.connections == 0 {
+            // Dropping the sender ends the user's task, which drops (unsubscribes) its subscription.
+            users.remove(user);
+        }
+    }
+
+    /// From now until `end_sync`, live deliveries to this device are held back.
+    pub async fn begin_sync(&self, user: &Id, connection: ConnectionId) {
+        let (ready_tx, ready_rx) = oneshot::channel();
+        if let Some(entry) = self.users.lock().await.get(user) {
+            let _ = entry.commands.send(UserCommand::BeginSync { connection, ready: ready_tx });
+        }
+        let _ = ready_rx.await;
+    }
+
+    /// The device now holds `cursors`; held deliveries are released through the usual ordering.
+    pub async fn end_sync(&self, user: &Id, connection: ConnectionId, cursors: BTreeMap<Id, u64>) {
+        if let Some(entry) = self.users.lock().await.get(user) {
+            let _ = entry.commands.send(UserCommand::EndSync { connection, cursors });
+        }
+    }
+
+    pub async fn connected_users(&self) -> usize {
+        self.users.lock().await.len()
+    }
+}
+
+struct DeviceState {
+    attachment: DeviceAttachment,
+    cursors: DeviceCursors,
+    held: Option<Vec<Delivery>>,
+    connected_at: time::OffsetDateTime,
+}
+
+#[derive(Clone)]
+struct Delivery {
+    conversation: Id,
+    seq: u64,
+    payload: Bytes,
+}
+
+/// Why a device has to go: it reconnects and resumes from its cursors.
+struct Disconnect(&'static str);
+
+struct UserDeliveries {
+    user: Id,
+    reader: LogReader,
+    devices: HashMap<ConnectionId, DeviceState>,
+}
+
+impl UserDeliveries {
+    async fn run(mut self, mut subscriber: async_nats::Subscriber, mut commands_rx: mpsc::UnboundedReceiver<UserCommand>) {
+        loop {
+            tokio::select! {
+                command = commands_rx.recv() => match command {
+                    Some(command) => self.apply(command).await,
+                    None => break,
+                },
+                message = subscriber.next() => match message {
+                    Some(message) => self.deliver(message).await,
+                    None => {
+                        self.close_all("delivery subscription ended; reconnect");
+                        break;
+                    }
+                },
+            }
+        }
+        tracing::debug!(user = %self.user, "user delivery task ended");
+    }
+
+    async fn apply(&mut self, command: UserCommand) {
+        match command {
+            UserCommand::Attach(attachment) => {
+                let held = attachment.hold_until_synced.then(Vec::new);
+                let device = DeviceState { attachment, cursors: DeviceCursors::default(), held, connected_at: time::OffsetDateTime::now_utc() };
+                self.devices.insert(device.attachment.connection, device);
+            }
+            UserCommand::Detach(connection) => {
+                self.devices.remove(&connection);
+            }
+            UserCommand::BeginSync { connection, ready } => {
+                if let Some(device) = self.devices.get_mut(&connection) {
+                    device.held.get_or_insert_with(Vec::new);
+                }
+                let _ = ready.send(());
+            }
+            UserCommand::EndSync { connection, cursors } => {
+                let Some(device) = self.devices.get_mut(&connection) else { return };
+                for (conversation, seq) in &cursors {
+                    device.cursors.advance(conversation, *seq);
+                }
+                let held = device.held.take().unwrap_or_default();
+                for delivery in held {
+                    self.offer(connection, &delivery).await;
+                }
+            }
+        }
+    }
+
+    async fn deliver(&mut self, message: async_nats::Message) {
+        let Some(delivery) = parse_delivery(&message) else {
+            tracing::warn!(user = %self.user, subject = %message.subject, "delivery without conversation or seq headers; dropped");
+            return;
+        };
+        let connections: Vec<ConnectionId> = self.devices.keys().copied().collect();
+        for connection in connections {
+            self.offer(connection, &delivery).await;
+        }
+    }
+
+    async fn offer(&mut self, connection: ConnectionId, delivery: &Delivery) {
+        let Some(device) = self.devices.get_mut(&connection) else { return };
+        let outcome = offer_to_device(&self.reader, device, delivery).await;
+        if let Err(Disconnect(reason)) = outcome {
+            if let Some(device) = self.devices.remove(&connection) {
+                let _ = device.attachment.control.try_send(Outbound::Close { code: close_codes::TRY_AGAIN_LATER, reason: reason.to_owned() });
+            }
+        }
+    }
+
+    fn close_all(&mut self, reason: &str) {
+        for (_, device) in self.devices.drain() {
+            let _ = device.attachment.control.try_send(Outbound::Close { code: close_codes::GOING_AWAY, reason: reason.to_owned() });
+        }
+    }
+}
+
+async fn offer_to_device(reader: &LogReader, device: &mut DeviceState, delivery: &Delivery) -> Result<(), Disconnect> {
+    if let Some(held) = &mut device.held {
+        if held.len() >= device.attachment.max_held {
+            return Err(Disconnect("too many messages arrived while syncing; resume with sync"));
+        }
+        held.push(delivery.clone());
+        return Ok(());
+    }
+    let conversation = &delivery.conversation;
+    match device.cursors.decide(conversation, delivery.seq) {
+        Decision::Drop => return Ok(()),
+        Decision::Deliver => {}
+        Decision::FillGap { first_missing } => {
+            let missing = reader
+                .range(conversation, first_missing, delivery.seq - 1)
+                .await
+                .map_err(|_| Disconnect("could not fill a gap in delivery; resume with sync"))?;
+            for message in missing {
+                push(device, Outbound::frame(&ServerFrame::Message { message }))?;
+            }
+        }
+        Decision::FirstSeen => {
+            // Another fanout worker may still be delivering messages sent after this device
+            // connected but ordered before this one: look for them in the log.
+            let mut earlier = Vec::new();
+            let mut seq = delivery.seq;
+            while seq > 1 && delivery.seq - seq < FIRST_SEEN_LOOKBACK {
+                match reader.get_by_seq(conversation, seq - 1).await {
+                    Ok(Some(stored)) if stored.message.sent_at >= device.connected_at => {
+                        earlier.push(stored.message);
+                        seq -= 1;
+                    }
+                    Ok(_) => break,
+                    Err(_) => return Err(Disconnect("could not read the log; resume with sync")),
+                }
+            }
+            for message in earlier.into_iter().rev() {
+                push(device, Outbound::frame(&ServerFrame::Message { message }))?;
+            }
+        }
+    }
+    push(device, Outbound::Text(delivery.payload.clone()))?;
+    device.cursors.advance(conversation, delivery.seq);
+    Ok(())
+}
+
+fn push(device: &DeviceState, frame: Outbound) -> Result<(), Disconnect> {
+    device.attachment.outbound.try_send(frame).map_err(|error| match error {
+        mpsc::error::TrySendError::Full(_) => Disconnect("device is not reading fast enough; resume with sync"),
+        mpsc::error::TrySendError::Closed(_) => Disconnect("connection closed"),
+    })
+}
+
+fn parse_delivery(message: &async_nats::Message) -> Option<Delivery> {
+    let headers = message.headers.as_ref()?;
+    let conversation = Id::parse(headers.get(subjects::HEADER_CONVERSATION)?.as_str()).ok()?;
+    let seq = headers.get(subjects::HEADER_SEQ)?.as_str().parse().ok()?;
+    Some(Delivery { conversation, seq, payload: message.payload.clone() })
+}

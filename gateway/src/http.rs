@@ -1,0 +1,156 @@
+//! The HTTP API of PROTOCOL.md: dev tokens, conversations and members, messages and history.
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use futures::future::join_all;
+use schemas::{
+    AddMemberRequest, ConnectQuery, Conversation, ConversationKind, CreateConversationRequest, DevTokenRequest, HistoryPage, HistoryQuery,
+    Inbox, InboxEntry, PostMessageRequest, PostMessageResponse, TokenResponse,
+};
+use store::{HistoryRequest, MAX_PAGE};
+use subjects::Id;
+
+use crate::api_error::{parse_id, ApiError};
+use crate::auth_extract::{ApiJson, Caller};
+use crate::send::{require_member, send_message};
+use crate::state::AppState;
+
+/// Page size when a history request names none.
+const DEFAULT_PAGE: u64 = 50;
+
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.limits.max_frame_bytes;
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/v1/dev/token", post(dev_token))
+        .route("/v1/conversations", post(create_conversation).get(inbox))
+        .route("/v1/conversations/{id}", get(get_conversation))
+        .route("/v1/conversations/{id}/members", post(add_member))
+        .route("/v1/conversations/{id}/members/{user}", delete(remove_member))
+        .route("/v1/conversations/{id}/messages", get(history))
+        .route("/v1/messages", post(post_message))
+        .route("/v1/ws", get(crate::ws::upgrade))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}
+
+async fn dev_token(State(state): State<AppState>, ApiJson(request): ApiJson<DevTokenRequest>) -> Result<Json<TokenResponse>, ApiError> {
+    if !state.config.dev_mode {
+        return Err(ApiError::not_found("dev sign-in is only available in dev mode"));
+    }
+    let user = parse_id("user", &request.user)?;
+    Ok(Json(TokenResponse { token: state.auth.mint(&user) }))
+}
+
+async fn create_conversation(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    ApiJson(request): ApiJson<CreateConversationRequest>,
+) -> Result<(StatusCode, Json<Conversation>), ApiError> {
+    let members = request.members.iter().map(|member| parse_id("members", member)).collect::<Result<Vec<Id>, ApiError>>()?;
+    let conversation = match request.kind {
+        ConversationKind::Direct => {
+            let [other] = members.as_slice() else {
+                return Err(ApiError::invalid("a direct conversation names exactly one other member"));
+            };
+            state.conversations.open_direct(&caller, other).await?
+        }
+        ConversationKind::Group => state.conversations.create_group(&caller, request.title, &members).await?,
+    };
+    Ok((StatusCode::CREATED, Json(conversation)))
+}
+
+async fn get_conversation(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> Result<Json<Conversation>, ApiError> {
+    let conversation = parse_id("conversation id", &id)?;
+    Ok(Json(state.conversations.get_for_member(&conversation, &caller).await?))
+}
+
+async fn add_member(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    ApiJson(request): ApiJson<AddMemberRequest>,
+) -> Result<Json<Conversation>, ApiError> {
+    let conversation = parse_id("conversation id", &id)?;
+    let user = parse_id("user", &request.user)?;
+    Ok(Json(state.conversations.add_member(&conversation, &caller, &user).await?))
+}
+
+async fn remove_member(State(state): State<AppState>, Caller(caller): Caller, Path((id, user)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+    let conversation = parse_id("conversation id", &id)?;
+    let user = parse_id("user", &user)?;
+    state.conversations.remove_member(&conversation, &caller, &user).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn inbox(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<Inbox>, ApiError> {
+    let conversation_ids = state.conversations.conversations_of(&caller).await?;
+    let entries = join_all(conversation_ids.iter().map(|conversation| inbox_entry(&state, conversation))).await;
+    let mut conversations = Vec::with_capacity(entries.len());
+    let mut activity = Vec::with_capacity(entries.len());
+    for entry in entries {
+        if let Some((entry, last_activity)) = entry? {
+            activity.push(last_activity);
+            conversations.push(entry);
+        }
+    }
+    let mut order: Vec<usize> = (0..conversations.len()).collect();
+    order.sort_by(|left, right| activity[*right].cmp(&activity[*left]));
+    let conversations = order.into_iter().map(|index| conversations[index].clone()).collect();
+    Ok(Json(Inbox { conversations }))
+}
+
+async fn inbox_entry(state: &AppState, conversation: &Id) -> Result<Option<(InboxEntry, schemas::Timestamp)>, ApiError> {
+    let Some(record) = state.conversations.read_record(conversation).await? else {
+        return Ok(None);
+    };
+    let last = state.reader.last_entry(conversation).await?.map(|(_, stored)| stored.message);
+    let last_activity = last.as_ref().map_or(record.created_at, |message| message.sent_at);
+    let entry = InboxEntry { id: record.id, kind: record.kind, title: record.title, last_message: last, unread: 0 };
+    Ok(Some((entry, last_activity)))
+}
+
+async fn history(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Path(id): Path<String>,
+    Query(query): Query<HistoryQuery>,
+) -> Result<Json<HistoryPage>, ApiError> {
+    let conversation = parse_id("conversation id", &id)?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if limit == 0 || limit > MAX_PAGE {
+        return Err(ApiError::invalid(format!("limit must be between 1 and {MAX_PAGE}")));
+    }
+    let request = match (query.before, query.after) {
+        (Some(_), Some(_)) => return Err(ApiError::invalid("use before or after, not both")),
+        (Some(seq), None) => HistoryRequest::Before { seq, limit },
+        (None, Some(seq)) => HistoryRequest::After { seq, limit },
+        (None, None) => HistoryRequest::Latest { limit },
+    };
+    require_member(&state, &conversation, &caller).await?;
+    let (messages, has_more) = state.reader.page(&conversation, request).await?;
+    Ok(Json(HistoryPage { messages, has_more }))
+}
+
+async fn post_message(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Query(query): Query<ConnectQuery>,
+    ApiJson(request): ApiJson<PostMessageRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    let device = parse_id("device", query.device.as_deref().unwrap_or("http"))?;
+    let outcome = send_message(&state, &caller, &device, &request.conversation_id, &request.client_msg_id, request.body).await?;
+    let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    let response = PostMessageResponse {
+        conversation_id: request.conversation_id,
+        seq: outcome.seq,
+        client_msg_id: request.client_msg_id,
+        sent_at: outcome.sent_at,
+        duplicate: outcome.duplicate,
+    };
+    Ok((status, Json(response)))
+}

@@ -1,0 +1,38 @@
+//! The send path shared by WebSocket `send` frames and `POST /v1/messages`: validate, authorise, append.
+
+use schemas::{Body, BodyError};
+use store::{AppendOutcome, AppendRequest};
+use subjects::Id;
+
+use crate::api_error::{parse_id, ApiError};
+use crate::state::AppState;
+
+pub async fn send_message(
+    state: &AppState,
+    sender: &Id,
+    sender_device: &Id,
+    conversation_id: &str,
+    client_msg_id: &str,
+    body: Body,
+) -> Result<AppendOutcome, ApiError> {
+    let conversation = parse_id("conversation_id", conversation_id)?;
+    let client_msg_id = parse_id("client_msg_id", client_msg_id)?;
+    body.validate(state.config.limits.max_body_bytes).map_err(|error| match error {
+        BodyError::TooLarge { .. } => ApiError::too_large(error.to_string()),
+        other => ApiError::invalid(other.to_string()),
+    })?;
+    require_member(state, &conversation, sender).await?;
+    let outcome = state
+        .log
+        .append(AppendRequest { conversation, client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body })
+        .await?;
+    Ok(outcome)
+}
+
+/// `forbidden` unless `user` belongs to `conversation` (unknown conversations included, so ids cannot be probed).
+pub async fn require_member(state: &AppState, conversation: &Id, user: &Id) -> Result<(), ApiError> {
+    match state.membership.role_of(conversation, user).await? {
+        Some(_) => Ok(()),
+        None => Err(ApiError::forbidden(format!("you are not a member of {conversation}"))),
+    }
+}

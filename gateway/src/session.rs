@@ -1,0 +1,103 @@
+//! One WebSocket connection's protocol state: dispatches client frames and counts protocol errors.
+
+use schemas::{parse_client_frame, ClientFrame, ErrorCode, FrameId, ServerFrame};
+use subjects::Id;
+use tokio::sync::mpsc;
+
+use crate::api_error::ApiError;
+use crate::delivery_hub::ConnectionId;
+use crate::outbound::{close_codes, Outbound};
+use crate::send::send_message;
+use crate::state::AppState;
+use crate::sync::{sync_device, SyncAborted};
+
+/// What the reader does after a frame.
+pub enum Flow {
+    Continue,
+    Close { code: u16, reason: String },
+}
+
+pub struct Session {
+    pub state: AppState,
+    pub user: Id,
+    pub device: Id,
+    pub connection: ConnectionId,
+    pub outbound: mpsc::Sender<Outbound>,
+    protocol_errors: u32,
+}
+
+impl Session {
+    pub fn new(state: AppState, user: Id, device: Id, connection: ConnectionId, outbound: mpsc::Sender<Outbound>) -> Session {
+        Session { state, user, device, connection, outbound, protocol_errors: 0 }
+    }
+
+    pub async fn handle_text(&mut self, text: &str) -> Flow {
+        let frame = match parse_client_frame(text) {
+            Ok(frame) => frame,
+            Err(error) => return self.protocol_error(error.id, ApiError::invalid(error.message)).await,
+        };
+        match frame {
+            ClientFrame::Ping { id } => self.reply(ServerFrame::Pong { id }).await,
+            ClientFrame::Send { id, conversation_id, client_msg_id, body } => {
+                match send_message(&self.state, &self.user, &self.device, &conversation_id, &client_msg_id, body).await {
+                    Ok(outcome) => {
+                        self.reply(ServerFrame::Ack {
+                            id,
+                            conversation_id,
+                            client_msg_id,
+                            seq: outcome.seq,
+                            sent_at: outcome.sent_at,
+                            duplicate: outcome.duplicate,
+                        })
+                        .await
+                    }
+                    Err(error) => return self.request_error(id, error).await,
+                }
+            }
+            ClientFrame::Sync { id, cursors } => {
+                if let Err(SyncAborted(reason)) = sync_device(self, id, cursors).await {
+                    return Flow::Close { code: close_codes::TRY_AGAIN_LATER, reason: reason.to_owned() };
+                }
+            }
+            ClientFrame::Typing { id, .. } | ClientFrame::Read { id, .. } => {
+                let error = ApiError::new(ErrorCode::Unavailable, "typing and read receipts are not enabled on this server yet");
+                self.reply(error.to_frame(id)).await;
+            }
+        }
+        Flow::Continue
+    }
+
+    /// A frame that broke the protocol (malformed, oversized): answered, counted, and past the budget the socket closes.
+    pub async fn protocol_error(&mut self, id: Option<FrameId>, error: ApiError) -> Flow {
+        self.protocol_errors += 1;
+        self.reply(error.to_frame(id)).await;
+        if self.protocol_errors > self.state.config.limits.max_protocol_errors {
+            return Flow::Close { code: close_codes::POLICY_VIOLATION, reason: "too many protocol errors".to_owned() };
+        }
+        Flow::Continue
+    }
+
+    /// A well-formed request that was refused (forbidden, too large, …); malformed content counts against the budget.
+    async fn request_error(&mut self, id: Option<FrameId>, error: ApiError) -> Flow {
+        if matches!(error.code, ErrorCode::Invalid | ErrorCode::TooLarge) {
+            return self.protocol_error(id, error).await;
+        }
+        self.reply(error.to_frame(id)).await;
+        Flow::Continue
+    }
+
+    /// Queues a reply; a device whose queue stays full is dealt with by the sync timeout and the hub.
+    pub async fn reply(&self, frame: ServerFrame) {
+        let _ = self.send_or_abort(Outbound::frame(&frame)).await;
+    }
+
+    /// Queues a frame, waiting for room up to the sync timeout; past it the device is too slow.
+    pub async fn send_or_abort(&self, frame: Outbound) -> Result<(), SyncAborted> {
+        let timeout = self.state.config.limits.sync_send_timeout;
+        match tokio::time::timeout(timeout, self.outbound.send(frame)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(SyncAborted("connection closed")),
+            Err(_) => Err(SyncAborted("device is not reading; resume with sync")),
+        }
+    }
+}

@@ -1,0 +1,187 @@
+//! `GET /v1/ws`: authenticates before the upgrade, then runs one reader task and one writer task per socket.
+//!
+//! fastwebsockets' `read_frame` is not cancel-safe, so it is never raced in a `select!`: the
+//! reader owns the read half and only ends by itself or by being aborted with the socket.
+//! Fragments are reassembled here under our own cap (0.10's FragmentCollector has none).
+
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite};
+use hyper_util::rt::TokioIo;
+use schemas::ConnectQuery;
+use subjects::Id;
+use tokio::io::{ReadHalf, WriteHalf};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::api_error::{parse_id, ApiError};
+use crate::auth_extract::bearer_token;
+use crate::delivery_hub::DeviceAttachment;
+use crate::outbound::{close_codes, Outbound};
+use crate::session::{Flow, Session};
+use crate::state::AppState;
+
+type Socket = TokioIo<hyper::upgrade::Upgraded>;
+
+/// How long a closing connection's writer gets to flush its last frames.
+const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Query(query): Query<ConnectQuery>,
+    headers: HeaderMap,
+    incoming: fastwebsockets::upgrade::IncomingUpgrade,
+) -> Result<Response, ApiError> {
+    let token = bearer_token(&headers).or(query.token.clone()).ok_or_else(|| ApiError::unauthorized("missing token"))?;
+    let user = state.auth.verify(&token)?;
+    let device = match &query.device {
+        Some(device) => parse_id("device", device)?,
+        None => Id::parse(&format!("dev-{}", ulid::Ulid::new())).expect("ulids are valid ids"),
+    };
+    let resume = matches!(query.resume.as_deref(), Some("1" | "true"));
+    if state.shutdown.is_cancelled() {
+        return Err(ApiError::new(schemas::ErrorCode::Unavailable, "gateway is shutting down"));
+    }
+    let (response, upgraded) = incoming.upgrade().map_err(|error| ApiError::invalid(format!("websocket upgrade failed: {error}")))?;
+    let connection_state = state.clone();
+    state.connections.spawn(async move {
+        match upgraded.await {
+            Ok(socket) => run_connection(connection_state, socket, user, device, resume).await,
+            Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
+        }
+    });
+    Ok(response.into_response())
+}
+
+async fn run_connection(state: AppState, mut socket: WebSocket<Socket>, user: Id, device: Id, resume: bool) {
+    let limits = state.config.limits.clone();
+    socket.set_max_message_size(limits.max_frame_bytes);
+    socket.set_auto_pong(true);
+    socket.set_auto_close(true);
+    let (read_half, write_half) = socket.split(tokio::io::split);
+    let (outbound_tx, outbound_rx) = mpsc::channel(limits.outbound_queue_frames);
+    let (control_tx, control_rx) = mpsc::channel(16);
+    let connection = state.hub.next_connection_id();
+    let attachment = DeviceAttachment {
+        connection,
+        outbound: outbound_tx.clone(),
+        control: control_tx.clone(),
+        hold_until_synced: resume,
+        max_held: limits.outbound_queue_frames,
+    };
+    let mut writer = tokio::spawn(write_frames(write_half, outbound_rx, control_rx, state.shutdown.clone()));
+    if let Err(error) = state.hub.attach(&user, attachment).await {
+        tracing::warn!(%error, "failed to subscribe for deliveries");
+        let _ = control_tx.send(Outbound::Close { code: 1011, reason: "delivery unavailable; reconnect".to_owned() }).await;
+        let _ = tokio::time::timeout(WRITER_DRAIN_TIMEOUT, writer).await;
+        return;
+    }
+    tracing::debug!(%user, %device, connection, resume, "device connected");
+    let session = Session::new(state.clone(), user.clone(), device, connection, outbound_tx);
+    let mut reader = tokio::spawn(read_frames(session, read_half, control_tx.clone(), limits.max_frame_bytes));
+    tokio::select! {
+        _ = &mut writer => reader.abort(),
+        flow = &mut reader => {
+            if let Ok(Flow::Close { code, reason }) = flow {
+                let _ = control_tx.send(Outbound::Close { code, reason }).await;
+            }
+            if tokio::time::timeout(WRITER_DRAIN_TIMEOUT, &mut writer).await.is_err() {
+                writer.abort();
+            }
+        }
+    }
+    state.hub.detach(&user, connection).await;
+    tracing::debug!(%user, connection, "device disconnected");
+}
+
+async fn read_frames(mut session: Session, mut read_half: WebSocketRead<ReadHalf<Socket>>, control_tx: mpsc::Sender<Outbound>, max_message_bytes: usize) -> Flow {
+    let mut forward_obligated = |frame: Frame<'_>| {
+        let control_tx = control_tx.clone();
+        let reply = match frame.opcode {
+            OpCode::Close => Outbound::CloseEcho(frame.payload.to_vec()),
+            _ => Outbound::Pong(frame.payload.to_vec()),
+        };
+        async move { control_tx.send(reply).await.map_err(|_| std::io::Error::other("writer gone")) }
+    };
+    // A message split over fragments: its opcode and the bytes so far.
+    let mut partial: Option<(OpCode, Vec<u8>)> = None;
+    loop {
+        let frame = match read_half.read_frame(&mut forward_obligated).await {
+            Ok(frame) => frame,
+            Err(WebSocketError::FrameTooLarge) => return too_large(&mut session, max_message_bytes).await,
+            Err(error) => {
+                tracing::debug!(%error, "websocket read ended");
+                return Flow::Continue;
+            }
+        };
+        let (opcode, message) = match frame.opcode {
+            OpCode::Close => return Flow::Continue,
+            OpCode::Ping | OpCode::Pong => continue,
+            OpCode::Text | OpCode::Binary if frame.fin => (frame.opcode, frame.payload.to_vec()),
+            OpCode::Text | OpCode::Binary => {
+                partial = Some((frame.opcode, frame.payload.to_vec()));
+                continue;
+            }
+            OpCode::Continuation => {
+                let Some((opcode, mut bytes)) = partial.take() else {
+                    return Flow::Close { code: close_codes::POLICY_VIOLATION, reason: "continuation without a first fragment".to_owned() };
+                };
+                if bytes.len() + frame.payload.len() > max_message_bytes {
+                    return too_large(&mut session, max_message_bytes).await;
+                }
+                bytes.extend_from_slice(&frame.payload);
+                if !frame.fin {
+                    partial = Some((opcode, bytes));
+                    continue;
+                }
+                (opcode, bytes)
+            }
+        };
+        let flow = match (opcode, String::from_utf8(message)) {
+            (OpCode::Text, Ok(text)) => session.handle_text(&text).await,
+            (OpCode::Text, Err(_)) => session.protocol_error(None, ApiError::invalid("text frame is not UTF-8")).await,
+            _ => session.protocol_error(None, ApiError::invalid("frames are JSON text; binary frames are not accepted")).await,
+        };
+        if let Flow::Close { .. } = flow {
+            return flow;
+        }
+    }
+}
+
+async fn too_large(session: &mut Session, max_message_bytes: usize) -> Flow {
+    session.reply(ApiError::too_large(format!("a message may be at most {max_message_bytes} bytes")).to_frame(None)).await;
+    Flow::Close { code: close_codes::MESSAGE_TOO_BIG, reason: "message too large".to_owned() }
+}
+
+async fn write_frames(
+    mut write_half: WebSocketWrite<WriteHalf<Socket>>,
+    mut outbound_rx: mpsc::Receiver<Outbound>,
+    mut control_rx: mpsc::Receiver<Outbound>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let next = tokio::select! {
+            biased;
+            Some(control) = control_rx.recv() => control,
+            _ = shutdown.cancelled() => Outbound::Close { code: close_codes::GOING_AWAY, reason: "server shutting down; reconnect".to_owned() },
+            Some(frame) = outbound_rx.recv() => frame,
+            else => return,
+        };
+        let (frame, last) = match &next {
+            Outbound::Text(bytes) => (Frame::text(Payload::Borrowed(bytes)), false),
+            Outbound::Pong(payload) => (Frame::pong(Payload::Borrowed(payload)), false),
+            Outbound::CloseEcho(payload) => (Frame::close_raw(Payload::Borrowed(payload)), true),
+            Outbound::Close { code, reason } => (Frame::close(*code, reason.as_bytes()), true),
+        };
+        if let Err(error) = write_half.write_frame(frame).await {
+            tracing::debug!(%error, "websocket write failed");
+            return;
+        }
+        if last {
+            return;
+        }
+    }
+}

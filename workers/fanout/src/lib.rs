@@ -1,0 +1,96 @@
+//! The fanout worker: reads the conversation log through a shared durable consumer and publishes each message to `deliver.<user>` for every member.
+//!
+//! Deliveries are core NATS (the log is the truth): a message is acked only after its
+//! deliveries were handed to the connection, so a worker killed mid-stream leaves the rest
+//! to its siblings or its restart, and gateways drop the resulting duplicates by `seq`.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use async_nats::jetstream::message::AckKind;
+use async_nats::HeaderMap;
+use futures::StreamExt;
+use schemas::ServerFrame;
+use store::{MembershipCache, Storage};
+use subjects::{Id, StorageSettings};
+use tokio_util::sync::CancellationToken;
+
+/// How long a message whose members could not be read waits before it is offered again.
+const RETRY_DELAY: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Default)]
+pub struct FanoutConfig {
+    pub storage: StorageSettings,
+}
+
+/// Runs until `shutdown`; in-flight work that was not acked is redelivered to a sibling.
+pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let storage = Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage)
+        .await
+        .context("failed to provision streams and buckets")?;
+    let (membership, membership_task) = MembershipCache::start(nats.clone(), &storage, shutdown.clone()).await?;
+    let consumer = storage
+        .messages
+        .get_or_create_consumer(subjects::FANOUT_CONSUMER, subjects::fanout_consumer_config())
+        .await
+        .context("failed to open the fanout consumer")?;
+    let mut messages = consumer.messages().await.context("failed to pull from the fanout consumer")?;
+    tracing::info!("fanout running");
+    loop {
+        let next = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            next = messages.next() => next,
+        };
+        let message = match next {
+            Some(Ok(message)) => message,
+            Some(Err(error)) => {
+                tracing::warn!(%error, "fanout pull error");
+                continue;
+            }
+            None => break,
+        };
+        match fan_out(&nats, &membership, &message).await {
+            Ok(()) => {
+                if let Err(error) = message.ack().await {
+                    tracing::warn!(%error, "failed to ack; the message will be redelivered");
+                }
+            }
+            Err(FanoutError::Unreadable(reason)) => {
+                tracing::error!(%reason, subject = %message.subject, "unreadable log entry; skipped");
+                let _ = message.ack_with(AckKind::Term).await;
+            }
+            Err(FanoutError::Retry(reason)) => {
+                tracing::warn!(%reason, "fanout failed; retrying later");
+                let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+            }
+        }
+    }
+    drop(messages);
+    let _ = membership_task.await;
+    nats.flush().await.context("failed to flush NATS")?;
+    tracing::info!("fanout stopped");
+    Ok(())
+}
+
+enum FanoutError {
+    Unreadable(String),
+    Retry(String),
+}
+
+async fn fan_out(nats: &async_nats::Client, membership: &MembershipCache, message: &async_nats::jetstream::Message) -> Result<(), FanoutError> {
+    let stored = schemas::decode_stored_message(&message.payload).map_err(|error| FanoutError::Unreadable(error.to_string()))?;
+    let conversation = Id::parse(&stored.message.conversation_id).map_err(|error| FanoutError::Unreadable(error.to_string()))?;
+    let stream_seq = message.info().map_err(|error| FanoutError::Unreadable(error.to_string()))?.stream_sequence;
+    let members = membership.members(&conversation).await.map_err(|error| FanoutError::Retry(error.to_string()))?;
+    let mut headers = HeaderMap::new();
+    headers.insert(subjects::HEADER_CONVERSATION, conversation.as_str());
+    headers.insert(subjects::HEADER_SEQ, stored.message.seq.to_string().as_str());
+    headers.insert(subjects::HEADER_STREAM_SEQ, stream_seq.to_string().as_str());
+    let payload = bytes::Bytes::from(ServerFrame::Message { message: stored.message }.to_json());
+    for user in members.keys() {
+        nats.publish_with_headers(subjects::deliver_subject(user), headers.clone(), payload.clone())
+            .await
+            .map_err(|error| FanoutError::Retry(error.to_string()))?;
+    }
+    Ok(())
+}

