@@ -69,15 +69,7 @@ impl GatewayConfig {
         config.dev_mode = parse_flag(get("NATTER_DEV_MODE"))?;
         config.jwt.issuer = get("NATTER_JWT_ISSUER").map(str::to_owned);
         config.jwt.audience = get("NATTER_JWT_AUDIENCE").map(str::to_owned);
-        if let Some(replicas) = get("NATTER_STREAM_REPLICAS") {
-            config.storage.replicas = replicas.parse().context("NATTER_STREAM_REPLICAS must be 1, 3 or 5")?;
-        }
-        if let Some(seconds) = get("NATTER_MESSAGE_TTL_SECS") {
-            config.storage.message_ttl = Duration::from_secs(seconds.parse().context("NATTER_MESSAGE_TTL_SECS must be whole seconds")?);
-        }
-        if let Some(seconds) = get("NATTER_DUPLICATE_WINDOW_SECS") {
-            config.storage.duplicate_window = Duration::from_secs(seconds.parse().context("NATTER_DUPLICATE_WINDOW_SECS must be whole seconds")?);
-        }
+        config.storage = store::storage_settings_from_environment(environment)?;
         if let Some(bytes) = get("NATTER_MAX_BODY_BYTES") {
             config.limits.max_body_bytes = bytes.parse().context("NATTER_MAX_BODY_BYTES must be a byte count")?;
         }
@@ -94,9 +86,6 @@ impl GatewayConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.jwt.secret.len() < 32 {
             bail!("NATTER_JWT_SECRET must be at least 32 bytes (HS256 needs a strong shared secret)");
-        }
-        if ![1, 3, 5].contains(&self.storage.replicas) {
-            bail!("stream replicas must be 1, 3 or 5, not {}", self.storage.replicas);
         }
         if self.limits.max_frame_bytes < self.limits.max_body_bytes + 1024 {
             bail!("the frame cap must exceed the body cap, with room for the envelope");

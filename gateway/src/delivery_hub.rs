@@ -106,10 +106,6 @@ impl DeliveryHub {
             let _ = entry.commands.send(UserCommand::EndSync { connection, cursors });
         }
     }
-
-    pub async fn connected_users(&self) -> usize {
-        self.users.lock().await.len()
-    }
 }
 
 struct DeviceState {

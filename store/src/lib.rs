@@ -10,6 +10,7 @@ mod log_append;
 mod log_read;
 mod membership_cache;
 mod provision;
+mod settings;
 
 pub use conversations::{direct_conversation_id, Conversations};
 pub use error::StoreError;
@@ -17,3 +18,4 @@ pub use log_append::{AppendOutcome, AppendRequest, MessageLog};
 pub use log_read::{HistoryRequest, LogReader, MAX_PAGE};
 pub use membership_cache::{MemberSet, MembershipCache};
 pub use provision::Storage;
+pub use settings::storage_settings_from_environment;

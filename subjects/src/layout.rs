@@ -138,13 +138,13 @@ pub fn message_stream_config(settings: &StorageSettings) -> stream::Config {
 }
 
 /// The fanout workers' shared durable consumer: every copy pulls from it, so adding copies adds throughput.
-pub fn fanout_consumer_config() -> consumer::pull::Config {
+pub fn fanout_consumer_config(ack_wait: Duration) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(FANOUT_CONSUMER.to_owned()),
         description: Some("fanout: msg.* -> deliver.<user>".to_owned()),
         deliver_policy: consumer::DeliverPolicy::All,
         ack_policy: consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
+        ack_wait,
         max_ack_pending: 20_000,
         ..Default::default()
     }

@@ -4,6 +4,7 @@
 //! deliveries were handed to the connection, so a worker killed mid-stream leaves the rest
 //! to its siblings or its restart, and gateways drop the resulting duplicates by `seq`.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,9 +19,32 @@ use tokio_util::sync::CancellationToken;
 /// How long a message whose members could not be read waits before it is offered again.
 const RETRY_DELAY: Duration = Duration::from_secs(1);
 
-#[derive(Debug, Clone, Default)]
+/// How long a pulled message may stay unacked before JetStream offers it to another worker.
+const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
 pub struct FanoutConfig {
     pub storage: StorageSettings,
+    /// Redelivery delay after a worker dies mid-message; short in tests, longer in production.
+    pub ack_wait: Duration,
+}
+
+impl Default for FanoutConfig {
+    fn default() -> Self {
+        FanoutConfig { storage: StorageSettings::default(), ack_wait: DEFAULT_ACK_WAIT }
+    }
+}
+
+impl FanoutConfig {
+    /// Reads `NATTER_*` values: the shared storage settings and `NATTER_FANOUT_ACK_WAIT_SECS`.
+    pub fn from_environment(environment: &HashMap<String, String>) -> anyhow::Result<FanoutConfig> {
+        let mut config = FanoutConfig { storage: store::storage_settings_from_environment(environment)?, ..FanoutConfig::default() };
+        if let Some(seconds) = environment.get("NATTER_FANOUT_ACK_WAIT_SECS").filter(|value| !value.is_empty()) {
+            config.ack_wait = Duration::from_secs(seconds.parse().context("NATTER_FANOUT_ACK_WAIT_SECS must be whole seconds")?);
+        }
+        anyhow::ensure!(!config.ack_wait.is_zero(), "the fanout ack wait must be at least one second");
+        Ok(config)
+    }
 }
 
 /// Runs until `shutdown`; in-flight work that was not acked is redelivered to a sibling.
@@ -31,7 +55,7 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
     let (membership, membership_task) = MembershipCache::start(nats.clone(), &storage, shutdown.clone()).await?;
     let consumer = storage
         .messages
-        .get_or_create_consumer(subjects::FANOUT_CONSUMER, subjects::fanout_consumer_config())
+        .create_consumer(subjects::fanout_consumer_config(config.ack_wait))
         .await
         .context("failed to open the fanout consumer")?;
     let mut messages = consumer.messages().await.context("failed to pull from the fanout consumer")?;

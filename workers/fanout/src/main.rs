@@ -13,5 +13,6 @@ async fn main() -> anyhow::Result<()> {
         let _ = tokio::signal::ctrl_c().await;
         signal_token.cancel();
     });
-    fanout::run(fanout::FanoutConfig::default(), nats, shutdown).await
+    let environment: std::collections::HashMap<String, String> = std::env::vars().collect();
+    fanout::run(fanout::FanoutConfig::from_environment(&environment)?, nats, shutdown).await
 }

@@ -1,0 +1,25 @@
+//! Reads the storage settings every role must agree on from `NATTER_*` values.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use subjects::StorageSettings;
+
+/// `NATTER_STREAM_REPLICAS`, `NATTER_MESSAGE_TTL_SECS` (0 = forever), `NATTER_DUPLICATE_WINDOW_SECS`.
+pub fn storage_settings_from_environment(environment: &HashMap<String, String>) -> anyhow::Result<StorageSettings> {
+    let get = |name: &str| environment.get(name).map(String::as_str).filter(|value| !value.is_empty());
+    let mut settings = StorageSettings::default();
+    if let Some(replicas) = get("NATTER_STREAM_REPLICAS") {
+        settings.replicas = replicas.parse().context("NATTER_STREAM_REPLICAS must be 1, 3 or 5")?;
+    }
+    if let Some(seconds) = get("NATTER_MESSAGE_TTL_SECS") {
+        settings.message_ttl = Duration::from_secs(seconds.parse().context("NATTER_MESSAGE_TTL_SECS must be whole seconds")?);
+    }
+    if let Some(seconds) = get("NATTER_DUPLICATE_WINDOW_SECS") {
+        settings.duplicate_window = Duration::from_secs(seconds.parse().context("NATTER_DUPLICATE_WINDOW_SECS must be whole seconds")?);
+    }
+    anyhow::ensure!([1, 3, 5].contains(&settings.replicas), "stream replicas must be 1, 3 or 5, not {}", settings.replicas);
+    anyhow::ensure!(!settings.duplicate_window.is_zero(), "the duplicate window must be at least one second");
+    Ok(settings)
+}
