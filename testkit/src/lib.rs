@@ -6,6 +6,14 @@ use std::time::Duration;
 
 pub use devservers::{NatsServer, NatsServerOptions, RedisServer, RedisServerOptions};
 
+mod api;
+mod system;
+mod ws_client;
+
+pub use api::Api;
+pub use system::{SystemBuilder, TestSystem};
+pub use ws_client::WsClient;
+
 /// How often `wait_until` re-checks its condition.
 const WAIT_UNTIL_POLL_INTERVAL: Duration = Duration::from_millis(10);
 

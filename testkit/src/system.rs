@@ -1,0 +1,203 @@
+//! A whole Natter started for one test: a real nats-server on a free port, gateways and fanout workers in-process on port 0.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use fanout::FanoutConfig;
+use gateway::GatewayConfig;
+use subjects::Id;
+use tempfile::TempDir;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Api, NatsServer, WsClient};
+
+const TEST_SECRET: &str = "natter-test-secret-that-is-long-enough-for-hs256";
+
+struct Running {
+    address: Option<SocketAddr>,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+pub struct SystemBuilder {
+    gateways: usize,
+    fanouts: usize,
+    gateway_config: GatewayConfig,
+    fanout_config: FanoutConfig,
+}
+
+impl SystemBuilder {
+    pub fn gateways(mut self, count: usize) -> Self {
+        self.gateways = count;
+        self
+    }
+    pub fn fanouts(mut self, count: usize) -> Self {
+        self.fanouts = count;
+        self
+    }
+    pub fn gateway_config(mut self, change: impl FnOnce(&mut GatewayConfig)) -> Self {
+        change(&mut self.gateway_config);
+        self
+    }
+    pub fn fanout_config(mut self, change: impl FnOnce(&mut FanoutConfig)) -> Self {
+        change(&mut self.fanout_config);
+        self
+    }
+
+    pub async fn start(self) -> anyhow::Result<TestSystem> {
+        crate::init_tracing();
+        let store = tempfile::tempdir().context("failed to create a store dir")?;
+        let nats = NatsServer::start(store.path()).await?;
+        let mut system = TestSystem {
+            nats,
+            _store: store,
+            gateways: Vec::new(),
+            fanouts: Vec::new(),
+            gateway_config: self.gateway_config,
+            fanout_config: self.fanout_config,
+            http: reqwest::Client::new(),
+        };
+        for _ in 0..self.gateways {
+            system.add_gateway().await?;
+        }
+        for _ in 0..self.fanouts {
+            system.add_fanout().await?;
+        }
+        Ok(system)
+    }
+}
+
+pub struct TestSystem {
+    pub nats: NatsServer,
+    _store: TempDir,
+    gateways: Vec<Running>,
+    fanouts: Vec<Running>,
+    gateway_config: GatewayConfig,
+    fanout_config: FanoutConfig,
+    http: reqwest::Client,
+}
+
+impl TestSystem {
+    /// One gateway and one fanout worker.
+    pub async fn start() -> anyhow::Result<TestSystem> {
+        TestSystem::builder().start().await
+    }
+
+    pub fn builder() -> SystemBuilder {
+        let mut fanout_config = FanoutConfig::default();
+        // Short, so a killed worker's messages come back quickly in tests.
+        fanout_config.ack_wait = Duration::from_secs(2);
+        SystemBuilder { gateways: 1, fanouts: 1, gateway_config: GatewayConfig::for_development(TEST_SECRET), fanout_config }
+    }
+
+    pub async fn connect_nats(&self) -> anyhow::Result<async_nats::Client> {
+        async_nats::connect(self.nats.client_url()).await.context("failed to connect to the test nats-server")
+    }
+
+    /// Starts another gateway; returns its index.
+    pub async fn add_gateway(&mut self) -> anyhow::Result<usize> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let address = listener.local_addr()?;
+        let nats = self.connect_nats().await?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(gateway::run(self.gateway_config.clone(), listener, nats, shutdown.clone()));
+        self.gateways.push(Running { address: Some(address), shutdown, task: Some(task) });
+        let index = self.gateways.len() - 1;
+        let url = format!("{}/healthz", self.http_url(index));
+        let http = self.http.clone();
+        crate::wait_until("the gateway answers", Duration::from_secs(20), || {
+            let http = http.clone();
+            let url = url.clone();
+            async move { http.get(&url).send().await.is_ok_and(|response| response.status().is_success()) }
+        })
+        .await?;
+        Ok(index)
+    }
+
+    /// Starts another fanout worker; returns its index. It is ready once its consumer exists.
+    pub async fn add_fanout(&mut self) -> anyhow::Result<usize> {
+        let nats = self.connect_nats().await?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(fanout::run(self.fanout_config.clone(), nats, shutdown.clone()));
+        self.fanouts.push(Running { address: None, shutdown, task: Some(task) });
+        let jetstream = async_nats::jetstream::new(self.connect_nats().await?);
+        crate::wait_until("the fanout consumer exists", Duration::from_secs(20), || {
+            let jetstream = jetstream.clone();
+            async move {
+                match jetstream.get_stream(subjects::MESSAGE_STREAM).await {
+                    Ok(stream) => stream.consumer_info(subjects::FANOUT_CONSUMER).await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await?;
+        Ok(self.fanouts.len() - 1)
+    }
+
+    /// Drops a fanout worker without letting it finish: its NATS connection closes with messages unacked, as after SIGKILL.
+    pub fn kill_fanout(&mut self, index: usize) {
+        if let Some(task) = self.fanouts[index].task.take() {
+            task.abort();
+        }
+    }
+
+    /// Stops a gateway the orderly way (clients get a close with a reason) and waits for it.
+    pub async fn stop_gateway(&mut self, index: usize) -> anyhow::Result<()> {
+        let running = &mut self.gateways[index];
+        running.shutdown.cancel();
+        if let Some(task) = running.task.take() {
+            task.await.context("gateway task panicked")??;
+        }
+        Ok(())
+    }
+
+    /// Stops a gateway abruptly, as a crash would: no goodbyes.
+    pub fn kill_gateway(&mut self, index: usize) {
+        if let Some(task) = self.gateways[index].task.take() {
+            task.abort();
+        }
+    }
+
+    pub fn http_url(&self, gateway: usize) -> String {
+        format!("http://{}", self.gateways[gateway].address.expect("gateways have addresses"))
+    }
+
+    pub fn ws_url(&self, gateway: usize) -> String {
+        format!("ws://{}/v1/ws", self.gateways[gateway].address.expect("gateways have addresses"))
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        gateway::Authenticator::new(&self.gateway_config.jwt).mint(&Id::parse(user).expect("test user ids are valid"))
+    }
+
+    pub fn api(&self, gateway: usize, user: &str) -> Api {
+        Api::new(self.http.clone(), self.http_url(gateway), self.token(user))
+    }
+
+    /// A device of `user` on `gateway`, live frames flowing at once.
+    pub async fn connect(&self, gateway: usize, user: &str, device: &str) -> anyhow::Result<WsClient> {
+        WsClient::connect(&self.ws_url(gateway), &self.token(user), Some(device), false).await
+    }
+
+    /// A device of `user` on `gateway` that will `sync` first (`?resume=1`).
+    pub async fn connect_resuming(&self, gateway: usize, user: &str, device: &str) -> anyhow::Result<WsClient> {
+        WsClient::connect(&self.ws_url(gateway), &self.token(user), Some(device), true).await
+    }
+
+    pub fn gateway_config(&self) -> &GatewayConfig {
+        &self.gateway_config
+    }
+}
+
+impl Drop for TestSystem {
+    fn drop(&mut self) {
+        for running in self.gateways.iter_mut().chain(self.fanouts.iter_mut()) {
+            running.shutdown.cancel();
+            if let Some(task) = running.task.take() {
+                task.abort();
+            }
+        }
+    }
+}
