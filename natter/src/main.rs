@@ -1,1 +1,70 @@
-fn main() {}
+//! `natter`: the all-in-one launcher (`natter run`), single roles (`natter gateway`, `natter fanout`) and `natter token`.
+
+mod config;
+mod dev_secret;
+mod launcher;
+mod local_services;
+mod roles;
+mod shutdown_signal;
+mod token;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::NatterConfig;
+
+#[derive(Parser)]
+#[command(name = "natter", version, about = "Natter: chat on NATS JetStream")]
+struct Cli {
+    /// TOML file whose keys are the NATTER_* names without the prefix, lowercased (`listen = "0.0.0.0:8080"`);
+    /// defaults to $NATTER_CONFIG. Environment variables win over the file.
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Everything on this machine: local nats-server and redis-server unless NATTER_NATS_URL / NATTER_REDIS_URL
+    /// are set, then the gateway and a fanout worker. Ctrl-C stops it all.
+    Run,
+    /// Only the gateway, against the configured NATS.
+    Gateway,
+    /// Only a fanout worker, against the configured NATS.
+    Fanout,
+    /// Print a token for USER, signed with NATTER_JWT_SECRET or the dev secret in the data directory.
+    Token {
+        user: String,
+        /// Data directory holding the dev secret; defaults to $NATTER_DATA_DIR, then ./.natter-data.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = NatterConfig::load(cli.config.as_deref(), &config::process_environment()?)?;
+    // Logs go to stderr: stdout carries the `run` banner and the bare `token` output.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+
+    let shutdown = CancellationToken::new();
+    let signal_task = shutdown_signal::cancel_on_shutdown_signal(shutdown.clone())?;
+    let outcome = match cli.command {
+        Command::Run => launcher::run_all_in_one(config, shutdown).await,
+        Command::Gateway => roles::run_gateway(&config, shutdown).await,
+        Command::Fanout => roles::run_fanout(&config, shutdown).await,
+        Command::Token { user, data_dir } => {
+            let data_dir = data_dir.unwrap_or_else(|| config.data_dir());
+            token::mint_token(&config, &user, &data_dir).map(|token| println!("{token}"))
+        }
+    };
+    signal_task.abort();
+    outcome
+}

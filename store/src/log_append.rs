@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
@@ -16,8 +17,10 @@ use crate::error::{from_nats, StoreError};
 use crate::log_read::LogReader;
 use crate::Storage;
 
-/// How often an append retries after losing a race for the conversation's tail.
-const MAX_APPEND_ATTEMPTS: usize = 32;
+/// How long an append keeps retrying after losing races for the conversation's tail.
+const APPEND_RETRY_BUDGET: Duration = Duration::from_secs(5);
+/// Longest pause between retries; the pause is random below a cap that doubles from 100 µs.
+const MAX_RETRY_PAUSE: Duration = Duration::from_millis(20);
 /// Beyond this many cached tails, idle ones are dropped (they reload on next use).
 const MAX_CACHED_TAILS: usize = 100_000;
 
@@ -65,7 +68,8 @@ impl MessageLog {
         }
         let tail_lock = self.tail_lock(&request.conversation);
         let mut tail_guard = tail_lock.lock().await;
-        for _attempt in 0..MAX_APPEND_ATTEMPTS {
+        let give_up_at = Instant::now() + APPEND_RETRY_BUDGET;
+        for attempt in 0u32.. {
             let tail = match *tail_guard {
                 Some(tail) => tail,
                 None => {
@@ -117,8 +121,14 @@ impl MessageLog {
                     return Ok(outcome);
                 }
                 Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
-                    tracing::debug!(conversation = %request.conversation, "lost the race for the tail; reloading");
+                    tracing::debug!(conversation = %request.conversation, attempt, "lost the race for the tail; reloading");
                     *tail_guard = None;
+                    if Instant::now() >= give_up_at {
+                        break;
+                    }
+                    // Another gateway is appending to this conversation; a random pause lets
+                    // its queue drain instead of losing every race to its warm cache.
+                    tokio::time::sleep(retry_pause(attempt)).await;
                 }
                 Err(error) => {
                     // The publish may or may not have landed: forget the tail so the next append reloads it.
@@ -173,4 +183,9 @@ impl MessageLog {
         }
         tails.entry(conversation.clone()).or_default().clone()
     }
+}
+
+fn retry_pause(attempt: u32) -> Duration {
+    let cap = Duration::from_micros(100).saturating_mul(1 << attempt.min(16)).min(MAX_RETRY_PAUSE);
+    cap.mul_f64(rand::random::<f64>())
 }

@@ -1,0 +1,38 @@
+//! One role against the configured NATS: `natter gateway` and `natter fanout`, and the connect and bind steps `natter run` shares.
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::NatterConfig;
+
+/// A NATS connection named after its role, so `nats server report connections` tells them apart.
+pub async fn connect_nats(config: &NatterConfig, connection_name: &str) -> anyhow::Result<async_nats::Client> {
+    async_nats::ConnectOptions::new()
+        .name(connection_name)
+        .connect(config.nats_server_addresses()?)
+        .await
+        .with_context(|| format!("failed to connect to NATS at {}", config.nats_urls()))
+}
+
+pub async fn bind_listener(config: &NatterConfig) -> anyhow::Result<TcpListener> {
+    let listen_address = config.listen_address();
+    TcpListener::bind(listen_address)
+        .await
+        .with_context(|| format!("failed to listen on {listen_address}"))
+}
+
+/// `natter gateway`: the same as the `natter-gateway` binary, with the config file honoured too.
+pub async fn run_gateway(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let gateway_config = gateway::GatewayConfig::from_environment(config.environment())?;
+    let nats = connect_nats(config, "natter-gateway").await?;
+    let listener = bind_listener(config).await?;
+    gateway::run(gateway_config, listener, nats, shutdown).await
+}
+
+/// `natter fanout`: the same as the `natter-fanout` binary, with the config file honoured too.
+pub async fn run_fanout(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let fanout_config = fanout::FanoutConfig::from_environment(config.environment())?;
+    let nats = connect_nats(config, "natter-fanout").await?;
+    fanout::run(fanout_config, nats, shutdown).await
+}
