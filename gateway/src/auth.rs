@@ -19,14 +19,20 @@ impl Authenticator {
         // Only HS256 is accepted: a token claiming `none` or another algorithm fails before its signature is looked at.
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 30;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // jsonwebtoken checks `iss`/`aud` only when present unless they are required claims.
+        let mut required = vec!["exp", "sub"];
         if let Some(issuer) = &config.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
         match &config.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
+        validation.set_required_spec_claims(&required);
         Authenticator {
             decoding_key: DecodingKey::from_secret(config.secret.as_bytes()),
             encoding_key: EncodingKey::from_secret(config.secret.as_bytes()),
