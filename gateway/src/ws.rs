@@ -26,6 +26,9 @@ use crate::state::AppState;
 
 type Socket = TokioIo<hyper::upgrade::Upgraded>;
 
+/// Frames up to this multiple of the message cap are read and refused with `too_large`, keeping the
+/// socket usable; beyond it the frame is not even read and the socket closes (code 1009).
+const HARD_FRAME_CAP_FACTOR: usize = 4;
 /// How long a closing connection's writer gets to flush its last frames.
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -58,7 +61,7 @@ pub async fn upgrade(
 
 async fn run_connection(state: AppState, mut socket: WebSocket<Socket>, user: Id, device: Id, resume: bool) {
     let limits = state.config.limits.clone();
-    socket.set_max_message_size(limits.max_frame_bytes);
+    socket.set_max_message_size(limits.max_frame_bytes.saturating_mul(HARD_FRAME_CAP_FACTOR));
     socket.set_auto_pong(true);
     socket.set_auto_close(true);
     let (read_half, write_half) = socket.split(tokio::io::split);
@@ -106,12 +109,15 @@ async fn read_frames(mut session: Session, mut read_half: WebSocketRead<ReadHalf
         };
         async move { control_tx.send(reply).await.map_err(|_| std::io::Error::other("writer gone")) }
     };
-    // A message split over fragments: its opcode and the bytes so far.
-    let mut partial: Option<(OpCode, Vec<u8>)> = None;
+    // A message split over fragments: its opcode and the bytes so far (None while discarding an oversized one).
+    let mut partial: Option<(OpCode, Option<Vec<u8>>)> = None;
     loop {
         let frame = match read_half.read_frame(&mut forward_obligated).await {
             Ok(frame) => frame,
-            Err(WebSocketError::FrameTooLarge) => return too_large(&mut session, max_message_bytes).await,
+            Err(WebSocketError::FrameTooLarge) => {
+                session.reply(too_large(max_message_bytes).to_frame(None)).await;
+                return Flow::Close { code: close_codes::MESSAGE_TOO_BIG, reason: "message too large".to_owned() };
+            }
             Err(error) => {
                 tracing::debug!(%error, "websocket read ended");
                 return Flow::Continue;
@@ -120,25 +126,35 @@ async fn read_frames(mut session: Session, mut read_half: WebSocketRead<ReadHalf
         let (opcode, message) = match frame.opcode {
             OpCode::Close => return Flow::Continue,
             OpCode::Ping | OpCode::Pong => continue,
-            OpCode::Text | OpCode::Binary if frame.fin => (frame.opcode, frame.payload.to_vec()),
             OpCode::Text | OpCode::Binary => {
-                partial = Some((frame.opcode, frame.payload.to_vec()));
-                continue;
+                let fits = frame.payload.len() <= max_message_bytes;
+                if !frame.fin {
+                    partial = Some((frame.opcode, fits.then(|| frame.payload.to_vec())));
+                    continue;
+                }
+                (frame.opcode, fits.then(|| frame.payload.to_vec()))
             }
             OpCode::Continuation => {
-                let Some((opcode, mut bytes)) = partial.take() else {
+                let Some((opcode, bytes)) = partial.take() else {
                     return Flow::Close { code: close_codes::POLICY_VIOLATION, reason: "continuation without a first fragment".to_owned() };
                 };
-                if bytes.len() + frame.payload.len() > max_message_bytes {
-                    return too_large(&mut session, max_message_bytes).await;
-                }
-                bytes.extend_from_slice(&frame.payload);
+                let bytes = bytes.filter(|bytes| bytes.len() + frame.payload.len() <= max_message_bytes).map(|mut bytes| {
+                    bytes.extend_from_slice(&frame.payload);
+                    bytes
+                });
                 if !frame.fin {
                     partial = Some((opcode, bytes));
                     continue;
                 }
                 (opcode, bytes)
             }
+        };
+        let Some(message) = message else {
+            let flow = session.protocol_error(None, too_large(max_message_bytes)).await;
+            if let Flow::Close { .. } = flow {
+                return flow;
+            }
+            continue;
         };
         let flow = match (opcode, String::from_utf8(message)) {
             (OpCode::Text, Ok(text)) => session.handle_text(&text).await,
@@ -151,9 +167,8 @@ async fn read_frames(mut session: Session, mut read_half: WebSocketRead<ReadHalf
     }
 }
 
-async fn too_large(session: &mut Session, max_message_bytes: usize) -> Flow {
-    session.reply(ApiError::too_large(format!("a message may be at most {max_message_bytes} bytes")).to_frame(None)).await;
-    Flow::Close { code: close_codes::MESSAGE_TOO_BIG, reason: "message too large".to_owned() }
+fn too_large(max_message_bytes: usize) -> ApiError {
+    ApiError::too_large(format!("a message may be at most {max_message_bytes} bytes"))
 }
 
 async fn write_frames(

@@ -55,24 +55,34 @@ pub struct NatterConfig {
 impl NatterConfig {
     /// Reads the file named by `config_file` (the `--config` flag) or else `NATTER_CONFIG`, then lays the
     /// `NATTER_*` entries of `process_environment` over it, then validates.
-    pub fn load(config_file: Option<&Path>, process_environment: &HashMap<String, String>) -> anyhow::Result<NatterConfig> {
+    pub fn load(
+        config_file: Option<&Path>,
+        process_environment: &HashMap<String, String>,
+    ) -> anyhow::Result<NatterConfig> {
         let config_file = config_file
             .map(Path::to_path_buf)
             .or_else(|| non_empty(process_environment, CONFIG_FILE).map(PathBuf::from));
         let file_text = match &config_file {
-            Some(path) => Some(std::fs::read_to_string(path).with_context(|| format!("failed to read config file {}", path.display()))?),
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("failed to read config file {}", path.display()))?,
+            ),
             None => None,
         };
-        let config = Self::from_file_text_and_environment(file_text.as_deref(), process_environment)
-            .with_context(|| match &config_file {
-                Some(path) => format!("invalid configuration (config file {})", path.display()),
-                None => "invalid configuration".to_owned(),
-            })?;
+        let config =
+            Self::from_file_text_and_environment(file_text.as_deref(), process_environment)
+                .with_context(|| match &config_file {
+                    Some(path) => format!("invalid configuration (config file {})", path.display()),
+                    None => "invalid configuration".to_owned(),
+                })?;
         Ok(config)
     }
 
     /// The merge itself, apart from any file system access so tests can drive it with strings.
-    pub fn from_file_text_and_environment(file_text: Option<&str>, process_environment: &HashMap<String, String>) -> anyhow::Result<NatterConfig> {
+    pub fn from_file_text_and_environment(
+        file_text: Option<&str>,
+        process_environment: &HashMap<String, String>,
+    ) -> anyhow::Result<NatterConfig> {
         let mut environment = match file_text {
             Some(text) => settings_from_file(text)?,
             None => HashMap::new(),
@@ -92,7 +102,9 @@ impl NatterConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         self.nats_server_addresses()?;
         let listen = self.listen_address();
-        let port_is_valid = listen.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+        let port_is_valid = listen
+            .rsplit_once(':')
+            .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
         if !port_is_valid {
             bail!("{LISTEN} must be host:port, such as 127.0.0.1:8080, not {listen:?}");
         }
@@ -123,7 +135,10 @@ impl NatterConfig {
             .split(',')
             .map(str::trim)
             .filter(|url| !url.is_empty())
-            .map(|url| url.parse().with_context(|| format!("{NATS_URL} has an invalid server address {url:?}")))
+            .map(|url| {
+                url.parse()
+                    .with_context(|| format!("{NATS_URL} has an invalid server address {url:?}"))
+            })
             .collect::<anyhow::Result<Vec<async_nats::ServerAddr>>>()?;
         if addresses.is_empty() {
             bail!("{NATS_URL} names no server: {urls:?}");
@@ -149,17 +164,25 @@ impl NatterConfig {
 pub fn process_environment() -> anyhow::Result<HashMap<String, String>> {
     let mut environment = HashMap::new();
     for (name, value) in std::env::vars_os() {
-        let Some(name) = name.to_str().filter(|name| name.starts_with(ENVIRONMENT_PREFIX)) else {
+        let Some(name) = name
+            .to_str()
+            .filter(|name| name.starts_with(ENVIRONMENT_PREFIX))
+        else {
             continue;
         };
-        let value = value.into_string().map_err(|_| anyhow::anyhow!("environment variable {name} is not valid UTF-8"))?;
+        let value = value
+            .into_string()
+            .map_err(|_| anyhow::anyhow!("environment variable {name} is not valid UTF-8"))?;
         environment.insert(name.to_owned(), value);
     }
     Ok(environment)
 }
 
 fn non_empty<'a>(environment: &'a HashMap<String, String>, name: &str) -> Option<&'a str> {
-    environment.get(name).map(String::as_str).filter(|value| !value.is_empty())
+    environment
+        .get(name)
+        .map(String::as_str)
+        .filter(|value| !value.is_empty())
 }
 
 /// Turns `listen = "0.0.0.0:8080"` into `NATTER_LISTEN=0.0.0.0:8080`; numbers and booleans become their text.
@@ -168,15 +191,24 @@ fn settings_from_file(file_text: &str) -> anyhow::Result<HashMap<String, String>
     let mut settings = HashMap::new();
     for (key, value) in table {
         if !KNOWN_FILE_KEYS.contains(&key.as_str()) {
-            bail!("unknown config key {key:?}; known keys: {}", KNOWN_FILE_KEYS.join(", "));
+            bail!(
+                "unknown config key {key:?}; known keys: {}",
+                KNOWN_FILE_KEYS.join(", ")
+            );
         }
         let text = match value {
             toml::Value::String(text) => text,
             toml::Value::Integer(number) => number.to_string(),
             toml::Value::Boolean(flag) => flag.to_string(),
-            other => bail!("config key {key:?} must be a string, integer or boolean, not a {}", other.type_str()),
+            other => bail!(
+                "config key {key:?} must be a string, integer or boolean, not a {}",
+                other.type_str()
+            ),
         };
-        settings.insert(format!("{ENVIRONMENT_PREFIX}{}", key.to_ascii_uppercase()), text);
+        settings.insert(
+            format!("{ENVIRONMENT_PREFIX}{}", key.to_ascii_uppercase()),
+            text,
+        );
     }
     Ok(settings)
 }
@@ -186,21 +218,39 @@ mod tests {
     use super::*;
 
     /// `expected` is the merged map as `NAME=value` lines (sorted), or `Err(fragment of the error chain)`.
-    fn check(file_text: Option<&str>, process_environment: &[(&str, &str)], expected: Result<&[&str], &str>) {
-        let process_environment: HashMap<String, String> =
-            process_environment.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+    fn check(
+        file_text: Option<&str>,
+        process_environment: &[(&str, &str)],
+        expected: Result<&[&str], &str>,
+    ) {
+        let process_environment: HashMap<String, String> = process_environment
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
         let outcome = NatterConfig::from_file_text_and_environment(file_text, &process_environment);
         match (outcome, expected) {
             (Ok(config), Ok(expected_lines)) => {
-                let mut lines: Vec<String> = config.environment().iter().map(|(name, value)| format!("{name}={value}")).collect();
+                let mut lines: Vec<String> = config
+                    .environment()
+                    .iter()
+                    .map(|(name, value)| format!("{name}={value}"))
+                    .collect();
                 lines.sort();
-                assert_eq!(lines, expected_lines, "file {file_text:?}, environment {process_environment:?}");
+                assert_eq!(
+                    lines, expected_lines,
+                    "file {file_text:?}, environment {process_environment:?}"
+                );
             }
             (Err(error), Err(fragment)) => {
                 let message = format!("{error:#}");
-                assert!(message.contains(fragment), "expected an error containing {fragment:?}, got {message:?}");
+                assert!(
+                    message.contains(fragment),
+                    "expected an error containing {fragment:?}, got {message:?}"
+                );
             }
-            (outcome, expected) => panic!("file {file_text:?}: expected {expected:?}, got {outcome:?}"),
+            (outcome, expected) => {
+                panic!("file {file_text:?}: expected {expected:?}, got {outcome:?}")
+            }
         }
     }
 
@@ -208,35 +258,88 @@ mod tests {
     fn environment_wins_over_the_file() {
         check(None, &[], Ok(&[]));
         check(
-            Some("listen = \"0.0.0.0:9000\"\njwt_secret = \"from-file\"\nstream_replicas = 3\ndev_mode = true\n"),
-            &[("NATTER_JWT_SECRET", "from-environment"), ("PATH", "/usr/bin")],
-            Ok(&["NATTER_DEV_MODE=true", "NATTER_JWT_SECRET=from-environment", "NATTER_LISTEN=0.0.0.0:9000", "NATTER_STREAM_REPLICAS=3"]),
+            Some(
+                "listen = \"0.0.0.0:9000\"\njwt_secret = \"from-file\"\nstream_replicas = 3\ndev_mode = true\n",
+            ),
+            &[
+                ("NATTER_JWT_SECRET", "from-environment"),
+                ("PATH", "/usr/bin"),
+            ],
+            Ok(&[
+                "NATTER_DEV_MODE=true",
+                "NATTER_JWT_SECRET=from-environment",
+                "NATTER_LISTEN=0.0.0.0:9000",
+                "NATTER_STREAM_REPLICAS=3",
+            ]),
         );
         // An empty variable is unset for the roles, so it must not blank out the file's value.
-        check(Some("listen = \"0.0.0.0:9000\""), &[("NATTER_LISTEN", "")], Ok(&["NATTER_LISTEN=0.0.0.0:9000"]));
-        check(None, &[("NATTER_SOMETHING_NEW", "1")], Ok(&["NATTER_SOMETHING_NEW=1"]));
+        check(
+            Some("listen = \"0.0.0.0:9000\""),
+            &[("NATTER_LISTEN", "")],
+            Ok(&["NATTER_LISTEN=0.0.0.0:9000"]),
+        );
+        check(
+            None,
+            &[("NATTER_SOMETHING_NEW", "1")],
+            Ok(&["NATTER_SOMETHING_NEW=1"]),
+        );
     }
 
     #[test]
     fn file_mistakes_are_errors() {
-        check(Some("jwt_secrte = \"x\""), &[], Err("unknown config key \"jwt_secrte\""));
-        check(Some("JWT_SECRET = \"x\""), &[], Err("unknown config key \"JWT_SECRET\""));
-        check(Some("[gateway]\nlisten = \"x\""), &[], Err("unknown config key \"gateway\""));
-        check(Some("listen = [\"a\"]"), &[], Err("must be a string, integer or boolean, not a array"));
+        check(
+            Some("jwt_secrte = \"x\""),
+            &[],
+            Err("unknown config key \"jwt_secrte\""),
+        );
+        check(
+            Some("JWT_SECRET = \"x\""),
+            &[],
+            Err("unknown config key \"JWT_SECRET\""),
+        );
+        check(
+            Some("[gateway]\nlisten = \"x\""),
+            &[],
+            Err("unknown config key \"gateway\""),
+        );
+        check(
+            Some("listen = [\"a\"]"),
+            &[],
+            Err("must be a string, integer or boolean, not a array"),
+        );
         check(Some("listen = "), &[], Err("not valid TOML"));
     }
 
     #[test]
     fn launcher_keys_are_validated() {
-        check(None, &[("NATTER_LISTEN", "8080")], Err("NATTER_LISTEN must be host:port"));
-        check(None, &[("NATTER_LISTEN", "127.0.0.1:http")], Err("NATTER_LISTEN must be host:port"));
-        check(None, &[("NATTER_NATS_URL", " , ")], Err("NATTER_NATS_URL names no server"));
-        check(None, &[("NATTER_NATS_URL", "nats://a:4222,nats://b:4222")], Ok(&["NATTER_NATS_URL=nats://a:4222,nats://b:4222"]));
+        check(
+            None,
+            &[("NATTER_LISTEN", "8080")],
+            Err("NATTER_LISTEN must be host:port"),
+        );
+        check(
+            None,
+            &[("NATTER_LISTEN", "127.0.0.1:http")],
+            Err("NATTER_LISTEN must be host:port"),
+        );
+        check(
+            None,
+            &[("NATTER_NATS_URL", " , ")],
+            Err("NATTER_NATS_URL names no server"),
+        );
+        check(
+            None,
+            &[("NATTER_NATS_URL", "nats://a:4222,nats://b:4222")],
+            Ok(&["NATTER_NATS_URL=nats://a:4222,nats://b:4222"]),
+        );
     }
 
     #[test]
     fn several_nats_servers_are_parsed() {
-        let environment = HashMap::from([(NATS_URL.to_owned(), "nats://a:4222, nats://b:4223".to_owned())]);
+        let environment = HashMap::from([(
+            NATS_URL.to_owned(),
+            "nats://a:4222, nats://b:4223".to_owned(),
+        )]);
         let config = NatterConfig::from_file_text_and_environment(None, &environment).unwrap();
         assert_eq!(config.nats_server_addresses().unwrap().len(), 2);
         let defaults = NatterConfig::from_file_text_and_environment(None, &HashMap::new()).unwrap();

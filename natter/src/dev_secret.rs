@@ -23,18 +23,30 @@ pub fn dev_secret_path(data_dir: &Path) -> PathBuf {
 pub fn load_or_create_dev_secret(data_dir: &Path) -> anyhow::Result<String> {
     let path = dev_secret_path(data_dir);
     // `create_new` makes creation atomic: two launchers on one data dir cannot end up with different secrets.
-    let mut file = match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path) {
+    let mut file = match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+    {
         Ok(file) => file,
         Err(error) if error.kind() == ErrorKind::AlreadyExists => {
-            return read_dev_secret(data_dir)?.with_context(|| format!("{} vanished while being read", path.display()));
+            return read_dev_secret(data_dir)?
+                .with_context(|| format!("{} vanished while being read", path.display()));
         }
-        Err(error) => return Err(error).with_context(|| format!("failed to create {}", path.display())),
+        Err(error) => {
+            return Err(error).with_context(|| format!("failed to create {}", path.display()));
+        }
     };
     let mut random_bytes = [0u8; DEV_SECRET_RANDOM_BYTES];
     rand::rng().fill_bytes(&mut random_bytes);
-    let secret: String = random_bytes.iter().map(|byte| format!("{byte:02x}")).collect();
+    let secret: String = random_bytes
+        .iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect();
     writeln!(file, "{secret}").with_context(|| format!("failed to write {}", path.display()))?;
-    file.sync_all().with_context(|| format!("failed to sync {}", path.display()))?;
+    file.sync_all()
+        .with_context(|| format!("failed to sync {}", path.display()))?;
     tracing::info!(path = %path.display(), "created a development JWT secret");
     Ok(secret)
 }
@@ -45,7 +57,9 @@ pub fn read_dev_secret(data_dir: &Path) -> anyhow::Result<Option<String>> {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(error) if error.kind() == ErrorKind::NotFound => return Ok(None),
-        Err(error) => return Err(error).with_context(|| format!("failed to read {}", path.display())),
+        Err(error) => {
+            return Err(error).with_context(|| format!("failed to read {}", path.display()));
+        }
     };
     let secret = text.trim();
     if secret.len() < MINIMUM_SECRET_LENGTH {
@@ -75,7 +89,10 @@ mod tests {
         assert_eq!(created.len(), 2 * DEV_SECRET_RANDOM_BYTES);
         assert_eq!(load_or_create_dev_secret(data_dir).unwrap(), created);
         assert_eq!(read_dev_secret(data_dir).unwrap(), Some(created));
-        let mode = std::fs::metadata(dev_secret_path(data_dir)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dev_secret_path(data_dir))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }

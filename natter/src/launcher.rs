@@ -9,11 +9,11 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, bail};
 use tokio::task::{self, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, DEV_MODE, JWT_SECRET, NatterConfig};
+use crate::config::{self, DEV_MODE, JWT_SECRET, NATS_URL, NatterConfig};
 use crate::dev_secret::load_or_create_dev_secret;
 use crate::local_services::LocalServices;
 use crate::roles::{bind_listener, connect_nats};
@@ -25,9 +25,13 @@ const ROLE_STOP_DEADLINE: Duration = Duration::from_secs(20);
 const BANNER_USER: &str = "alice";
 
 /// Runs until `shutdown` is cancelled or a role fails; the local servers are stopped on every way out.
-pub async fn run_all_in_one(mut config: NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run_all_in_one(
+    mut config: NatterConfig,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let data_dir = config.data_dir();
-    std::fs::create_dir_all(&data_dir).with_context(|| format!("failed to create data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("failed to create data directory {}", data_dir.display()))?;
     let services = LocalServices::start_missing(&mut config, &data_dir).await?;
     let outcome = if shutdown.is_cancelled() {
         Ok(()) // Ctrl-C while the servers were starting: nothing else to start.
@@ -38,9 +42,19 @@ pub async fn run_all_in_one(mut config: NatterConfig, shutdown: CancellationToke
     outcome
 }
 
-async fn run_roles(mut config: NatterConfig, services: &LocalServices, data_dir: &Path, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn run_roles(
+    mut config: NatterConfig,
+    services: &LocalServices,
+    data_dir: &Path,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     // A dev secret only next to our own NATS: against a shared cluster, dev mode would let anyone mint tokens.
-    if services.runs_local_nats() && config.get(JWT_SECRET).is_none() {
+    if config.get(JWT_SECRET).is_none() {
+        if !services.runs_local_nats() {
+            bail!(
+                "{JWT_SECRET} is required with an external NATS ({NATS_URL} is set); only a local one gets a dev secret"
+            );
+        }
         config.set_if_unset(JWT_SECRET, load_or_create_dev_secret(data_dir)?);
         config.set_if_unset(DEV_MODE, "true");
     }
@@ -49,11 +63,22 @@ async fn run_roles(mut config: NatterConfig, services: &LocalServices, data_dir:
     let listener = bind_listener(&config).await?;
     let gateway_nats = connect_nats(&config, "natter-gateway").await?;
     let fanout_nats = connect_nats(&config, "natter-fanout").await?;
-    print_banner(&config, services, listener.local_addr()?, &gateway_config, data_dir);
+    print_banner(
+        &config,
+        services,
+        listener.local_addr()?,
+        &gateway_config,
+        data_dir,
+    );
 
     let mut roles = JoinSet::new();
     let mut role_names = HashMap::new();
-    let gateway_task = roles.spawn(gateway::run(gateway_config, listener, gateway_nats, shutdown.clone()));
+    let gateway_task = roles.spawn(gateway::run(
+        gateway_config,
+        listener,
+        gateway_nats,
+        shutdown.clone(),
+    ));
     role_names.insert(gateway_task.id(), "gateway");
     let fanout_task = roles.spawn(fanout::run(fanout_config, fanout_nats, shutdown.clone()));
     role_names.insert(fanout_task.id(), "fanout");
@@ -85,7 +110,9 @@ async fn wait_for_roles(
             Ok(Some(joined)) => failures.extend(role_failure(joined, role_names, false)),
             Ok(None) => break,
             Err(_) => {
-                failures.push(anyhow!("roles still running {ROLE_STOP_DEADLINE:?} after shutdown began; aborted them"));
+                failures.push(anyhow!(
+                    "roles still running {ROLE_STOP_DEADLINE:?} after shutdown began; aborted them"
+                ));
                 roles.shutdown().await;
                 break;
             }
@@ -106,20 +133,37 @@ fn role_failure(
 ) -> Option<anyhow::Error> {
     let role_name = |id| role_names.get(&id).copied().unwrap_or("a role");
     match joined {
-        Ok((id, Ok(()))) if before_shutdown => Some(anyhow!("{} stopped on its own", role_name(id))),
+        Ok((id, Ok(()))) if before_shutdown => {
+            Some(anyhow!("{} stopped on its own", role_name(id)))
+        }
         Ok((_, Ok(()))) => None,
         Ok((id, Err(error))) => Some(error.context(format!("{} failed", role_name(id)))),
-        Err(join_error) => Some(anyhow!("{} panicked or was aborted: {join_error}", role_name(join_error.id()))),
+        Err(join_error) => Some(anyhow!(
+            "{} panicked or was aborted: {join_error}",
+            role_name(join_error.id())
+        )),
     }
 }
 
 /// Plain text on stdout (logs go to stderr), so the addresses and token are easy to copy.
-fn print_banner(config: &NatterConfig, services: &LocalServices, bound: SocketAddr, gateway_config: &gateway::GatewayConfig, data_dir: &Path) {
+fn print_banner(
+    config: &NatterConfig,
+    services: &LocalServices,
+    bound: SocketAddr,
+    gateway_config: &gateway::GatewayConfig,
+    data_dir: &Path,
+) {
     // A wildcard bind is reachable locally as 127.0.0.1; printing 0.0.0.0 would not be a usable URL.
-    let reachable = if bound.ip().is_unspecified() { SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bound.port()) } else { bound };
+    let reachable = if bound.ip().is_unspecified() {
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), bound.port())
+    } else {
+        bound
+    };
     println!("Natter is running.");
     println!("  HTTP:      http://{reachable}");
-    println!("  WebSocket: ws://{reachable}/v1/ws (token as `Authorization: Bearer …` or ?token=…)");
+    println!(
+        "  WebSocket: ws://{reachable}/v1/ws (token as `Authorization: Bearer …` or ?token=…)"
+    );
     for line in services.describe() {
         println!("  {line}");
     }
@@ -127,10 +171,16 @@ fn print_banner(config: &NatterConfig, services: &LocalServices, bound: SocketAd
         let user = subjects::Id::parse(BANNER_USER).expect("the banner user is a valid id");
         let token = gateway::Authenticator::new(&gateway_config.jwt).mint(&user);
         println!("  Dev token for {BANNER_USER}: {token}");
-        let data_dir_flag = if config.get(config::DATA_DIR).is_some() { format!(" --data-dir {}", data_dir.display()) } else { String::new() };
+        let data_dir_flag = if config.get(config::DATA_DIR).is_some() {
+            format!(" --data-dir {}", data_dir.display())
+        } else {
+            String::new()
+        };
         println!("  Tokens for other users: natter token <user>{data_dir_flag}");
     } else {
-        println!("  Dev mode is off: mint tokens with `natter token <user>` and the configured secret.");
+        println!(
+            "  Dev mode is off: mint tokens with `natter token <user>` and the configured secret."
+        );
     }
     println!("Ctrl-C stops everything.");
 }

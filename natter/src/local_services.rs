@@ -17,12 +17,22 @@ pub struct LocalServices {
 impl LocalServices {
     /// Starts whichever of NATS and Redis `config` does not point elsewhere, keeping their data under
     /// `data_dir`, and points `config` at what it started.
-    pub async fn start_missing(config: &mut NatterConfig, data_dir: &Path) -> anyhow::Result<LocalServices> {
-        let mut services = LocalServices { nats: None, redis: None };
+    pub async fn start_missing(
+        config: &mut NatterConfig,
+        data_dir: &Path,
+    ) -> anyhow::Result<LocalServices> {
+        let mut services = LocalServices {
+            nats: None,
+            redis: None,
+        };
         if config.get(NATS_URL).is_none() {
             // Own process group: a Ctrl-C in the terminal reaches only the launcher, which stops the
             // gateway and fanout first and the servers last. A free port, so a nats-server already on 4222 is no obstacle.
-            let options = NatsServerOptions { port: None, config_file: None, separate_process_group: true };
+            let options = NatsServerOptions {
+                port: None,
+                config_file: None,
+                separate_process_group: true,
+            };
             let nats = NatsServer::start_with_options(&data_dir.join("nats"), options)
                 .await
                 .context("failed to start the local nats-server")?;
@@ -31,7 +41,10 @@ impl LocalServices {
             services.nats = Some(nats);
         }
         if config.get(REDIS_URL).is_none() {
-            let options = RedisServerOptions { port: None, separate_process_group: true };
+            let options = RedisServerOptions {
+                port: None,
+                separate_process_group: true,
+            };
             match RedisServer::start_with_options(&data_dir.join("redis"), options).await {
                 Ok(redis) => {
                     tracing::info!(url = %redis.url(), pid = redis.pid(), "local redis-server started");
@@ -56,10 +69,18 @@ impl LocalServices {
     pub fn describe(&self) -> Vec<String> {
         let mut lines = Vec::new();
         if let Some(nats) = &self.nats {
-            lines.push(format!("NATS:      {} (local nats-server, log {})", nats.client_url(), nats.log_path().display()));
+            lines.push(format!(
+                "NATS:      {} (local nats-server, log {})",
+                nats.client_url(),
+                nats.log_path().display()
+            ));
         }
         if let Some(redis) = &self.redis {
-            lines.push(format!("Redis:     {} (local redis-server, log {})", redis.url(), redis.log_path().display()));
+            lines.push(format!(
+                "Redis:     {} (local redis-server, log {})",
+                redis.url(),
+                redis.log_path().display()
+            ));
         }
         lines
     }

@@ -8,6 +8,7 @@ mod roles;
 mod shutdown_signal;
 mod token;
 
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
@@ -51,7 +52,10 @@ async fn main() -> anyhow::Result<()> {
     // Logs go to stderr: stdout carries the `run` banner and the bare `token` output.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .init();
 
     let shutdown = CancellationToken::new();

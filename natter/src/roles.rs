@@ -7,7 +7,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::NatterConfig;
 
 /// A NATS connection named after its role, so `nats server report connections` tells them apart.
-pub async fn connect_nats(config: &NatterConfig, connection_name: &str) -> anyhow::Result<async_nats::Client> {
+pub async fn connect_nats(
+    config: &NatterConfig,
+    connection_name: &str,
+) -> anyhow::Result<async_nats::Client> {
     async_nats::ConnectOptions::new()
         .name(connection_name)
         .connect(config.nats_server_addresses()?)

@@ -9,7 +9,8 @@ use crate::dev_secret::{dev_secret_path, read_dev_secret};
 
 /// The token for `user`, with the issuer, audience and lifetime the gateway is configured with.
 pub fn mint_token(config: &NatterConfig, user: &str, data_dir: &Path) -> anyhow::Result<String> {
-    let user = subjects::Id::parse(user).with_context(|| format!("{user:?} is not a valid user id"))?;
+    let user =
+        subjects::Id::parse(user).with_context(|| format!("{user:?} is not a valid user id"))?;
     let mut environment = config.environment().clone();
     if config.get(JWT_SECRET).is_none() {
         // Reading only: a token signed with a secret no gateway uses would just fail later, and confusingly.
