@@ -98,7 +98,9 @@ async fn wait_for_roles(
         joined = roles.join_next_with_id() => joined,
     };
     if let Some(joined) = first_ended {
-        if let Some(failure) = role_failure(joined, role_names, true) {
+        // Asking the token, not which branch won: after a signal both branches can be ready at once, and a
+        // role that finished because of the signal has not stopped on its own.
+        if let Some(failure) = role_failure(joined, role_names, !shutdown.is_cancelled()) {
             tracing::error!(error = %format!("{failure:#}"), "stopping everything");
             failures.push(failure);
         }

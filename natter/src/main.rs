@@ -1,20 +1,12 @@
 //! `natter`: the all-in-one launcher (`natter run`), single roles (`natter gateway`, `natter fanout`) and `natter token`.
 
-mod config;
-mod dev_secret;
-mod launcher;
-mod local_services;
-mod roles;
-mod shutdown_signal;
-mod token;
-
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::NatterConfig;
+use natter::config::{self, NatterConfig};
+use natter::{launcher, roles, shutdown_signal, token};
 
 #[derive(Parser)]
 #[command(name = "natter", version, about = "Natter: chat on NATS JetStream")]
@@ -49,14 +41,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = NatterConfig::load(cli.config.as_deref(), &config::process_environment()?)?;
-    // Logs go to stderr: stdout carries the `run` banner and the bare `token` output.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
+    natter::init_tracing();
 
     let shutdown = CancellationToken::new();
     let signal_task = shutdown_signal::cancel_on_shutdown_signal(shutdown.clone())?;

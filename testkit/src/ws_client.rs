@@ -155,6 +155,24 @@ impl WsClient {
         }
     }
 
+    /// Every frame until the server closes the socket, and the close frame (None if the connection just ended).
+    pub async fn frames_until_closed(&mut self, timeout: Duration) -> anyhow::Result<(Vec<ServerFrame>, Option<CloseFrame>)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut frames: Vec<ServerFrame> = self.pending.drain(..).collect();
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.socket.next()).await.map_err(|_| anyhow::anyhow!("socket still open after {timeout:?}"))?;
+            match next {
+                None | Some(Err(_)) => return Ok((frames, None)),
+                Some(Ok(WsMessage::Close(frame))) => {
+                    self.closed = Some(frame.clone());
+                    return Ok((frames, frame));
+                }
+                Some(Ok(WsMessage::Text(text))) => frames.push(serde_json::from_str(text.as_str())?),
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
     /// Whether frames still flow: a ping is answered with its pong.
     pub async fn ping(&mut self) -> anyhow::Result<()> {
         let id = self.fresh_id();

@@ -1,0 +1,43 @@
+//! The Natter launcher's library: configuration (file + `NATTER_*` env), local nats-server/redis-server, and the roles every `natter*` binary runs.
+
+pub mod config;
+pub mod dev_secret;
+pub mod launcher;
+pub mod local_services;
+pub mod roles;
+pub mod shutdown_signal;
+pub mod token;
+
+use std::io::IsTerminal;
+
+use tokio_util::sync::CancellationToken;
+
+/// Logs go to stderr: stdout carries the `run` banner and the bare `token` output.
+pub fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+}
+
+/// Which single role a `natter-*` binary runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Role {
+    Gateway,
+    Fanout,
+}
+
+/// The whole life of a single-role binary: config from `NATTER_CONFIG` and the environment, tracing, signals, the role.
+pub async fn run_single_role(role: Role) -> anyhow::Result<()> {
+    let config = config::NatterConfig::load(None, &config::process_environment()?)?;
+    init_tracing();
+    let shutdown = CancellationToken::new();
+    let signal_task = shutdown_signal::cancel_on_shutdown_signal(shutdown.clone())?;
+    let outcome = match role {
+        Role::Gateway => roles::run_gateway(&config, shutdown).await,
+        Role::Fanout => roles::run_fanout(&config, shutdown).await,
+    };
+    signal_task.abort();
+    outcome
+}
