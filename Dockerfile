@@ -7,7 +7,7 @@ COPY . .
 # of the cached target dir in the same step because the mount is not part of the image.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p natter -p gateway -p fanout \
+    cargo build --release --locked -p natter \
     && mkdir -p /out \
     && cp target/release/natter target/release/natter-gateway target/release/natter-fanout /out/
 
