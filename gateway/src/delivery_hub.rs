@@ -69,6 +69,8 @@ impl DeliveryHub {
         let mut users = self.users.lock().await;
         if !users.contains_key(user) {
             let subscriber = self.client.subscribe(subjects::deliver_subject(user)).await?;
+            // The SUB is on the wire before the caller tells the client it is connected.
+            self.client.flush().await?;
             let (commands_tx, commands_rx) = mpsc::unbounded_channel();
             let task = UserDeliveries { user: user.clone(), reader: self.reader.clone(), devices: HashMap::new() };
             self.tasks.spawn(task.run(subscriber, commands_rx));

@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api_error::{parse_id, ApiError};
 use crate::auth_extract::bearer_token;
-use crate::delivery_hub::DeviceAttachment;
+use crate::delivery_hub::{ConnectionId, DeviceAttachment};
 use crate::outbound::{close_codes, Outbound};
 use crate::session::{Flow, Session};
 use crate::state::AppState;
@@ -48,23 +48,9 @@ pub async fn upgrade(
     if state.shutdown.is_cancelled() {
         return Err(ApiError::new(schemas::ErrorCode::Unavailable, "gateway is shutting down"));
     }
-    let (response, upgraded) = incoming.upgrade().map_err(|error| ApiError::invalid(format!("websocket upgrade failed: {error}")))?;
-    let connection_state = state.clone();
-    state.connections.spawn(async move {
-        match upgraded.await {
-            Ok(socket) => run_connection(connection_state, socket, user, device, resume).await,
-            Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
-        }
-    });
-    Ok(response.into_response())
-}
-
-async fn run_connection(state: AppState, mut socket: WebSocket<Socket>, user: Id, device: Id, resume: bool) {
-    let limits = state.config.limits.clone();
-    socket.set_max_message_size(limits.max_frame_bytes.saturating_mul(HARD_FRAME_CAP_FACTOR));
-    socket.set_auto_pong(true);
-    socket.set_auto_close(true);
-    let (read_half, write_half) = socket.split(tokio::io::split);
+    // Subscribe for deliveries before answering 101: once the client knows it is connected,
+    // every message sent to it from then on reaches this gateway.
+    let limits = &state.config.limits;
     let (outbound_tx, outbound_rx) = mpsc::channel(limits.outbound_queue_frames);
     let (control_tx, control_rx) = mpsc::channel(16);
     let connection = state.hub.next_connection_id();
@@ -75,13 +61,46 @@ async fn run_connection(state: AppState, mut socket: WebSocket<Socket>, user: Id
         hold_until_synced: resume,
         max_held: limits.outbound_queue_frames,
     };
-    let mut writer = tokio::spawn(write_frames(write_half, outbound_rx, control_rx, state.shutdown.clone()));
-    if let Err(error) = state.hub.attach(&user, attachment).await {
+    state.hub.attach(&user, attachment).await.map_err(|error| {
         tracing::warn!(%error, "failed to subscribe for deliveries");
-        let _ = control_tx.send(Outbound::Close { code: 1011, reason: "delivery unavailable; reconnect".to_owned() }).await;
-        let _ = tokio::time::timeout(WRITER_DRAIN_TIMEOUT, writer).await;
-        return;
-    }
+        ApiError::new(schemas::ErrorCode::Unavailable, "delivery is unavailable; retry shortly")
+    })?;
+    let (response, upgraded) = match incoming.upgrade() {
+        Ok(upgrade) => upgrade,
+        Err(error) => {
+            state.hub.detach(&user, connection).await;
+            return Err(ApiError::invalid(format!("websocket upgrade failed: {error}")));
+        }
+    };
+    let channels = ConnectionChannels { connection, outbound_tx, outbound_rx, control_tx, control_rx };
+    let connection_state = state.clone();
+    state.connections.spawn(async move {
+        match upgraded.await {
+            Ok(socket) => run_connection(connection_state.clone(), socket, &user, device, resume, channels).await,
+            Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
+        }
+        connection_state.hub.detach(&user, connection).await;
+    });
+    Ok(response.into_response())
+}
+
+/// The queues of one connection, made before the upgrade so the hub can be attached first.
+struct ConnectionChannels {
+    connection: ConnectionId,
+    outbound_tx: mpsc::Sender<Outbound>,
+    outbound_rx: mpsc::Receiver<Outbound>,
+    control_tx: mpsc::Sender<Outbound>,
+    control_rx: mpsc::Receiver<Outbound>,
+}
+
+async fn run_connection(state: AppState, mut socket: WebSocket<Socket>, user: &Id, device: Id, resume: bool, channels: ConnectionChannels) {
+    let limits = state.config.limits.clone();
+    socket.set_max_message_size(limits.max_frame_bytes.saturating_mul(HARD_FRAME_CAP_FACTOR));
+    socket.set_auto_pong(true);
+    socket.set_auto_close(true);
+    let (read_half, write_half) = socket.split(tokio::io::split);
+    let ConnectionChannels { connection, outbound_tx, outbound_rx, control_tx, control_rx } = channels;
+    let mut writer = tokio::spawn(write_frames(write_half, outbound_rx, control_rx, state.shutdown.clone()));
     tracing::debug!(%user, %device, connection, resume, "device connected");
     let session = Session::new(state.clone(), user.clone(), device, connection, outbound_tx);
     let mut reader = tokio::spawn(read_frames(session, read_half, control_tx.clone(), limits.max_frame_bytes));
@@ -96,7 +115,6 @@ async fn run_connection(state: AppState, mut socket: WebSocket<Socket>, user: Id
             }
         }
     }
-    state.hub.detach(&user, connection).await;
     tracing::debug!(%user, connection, "device disconnected");
 }
 
