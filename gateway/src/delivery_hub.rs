@@ -184,7 +184,8 @@ impl UserDeliveries {
 
     async fn deliver(&mut self, message: async_nats::Message) {
         let Some(delivery) = parse_delivery(&message) else {
-            tracing::warn!(user = %self.user, subject = %message.subject, "delivery without conversation or seq headers; dropped");
+            // Not a log entry (typing, receipts, presence): unordered and best-effort, straight to every device.
+            self.forward_event(message.payload);
             return;
         };
         let connections: Vec<ConnectionId> = self.devices.keys().copied().collect();
@@ -197,6 +198,23 @@ impl UserDeliveries {
         let Some(device) = self.devices.get_mut(&connection) else { return };
         let outcome = offer_to_device(&self.reader, device, delivery).await;
         if let Err(Disconnect(reason)) = outcome {
+            if let Some(device) = self.devices.remove(&connection) {
+                let _ = device.attachment.control.try_send(Outbound::Close { code: close_codes::TRY_AGAIN_LATER, reason: reason.to_owned() });
+            }
+        }
+    }
+
+    fn forward_event(&mut self, payload: Bytes) {
+        let mut too_slow = Vec::new();
+        for (connection, device) in &self.devices {
+            if device.held.is_some() {
+                continue;
+            }
+            if let Err(Disconnect(reason)) = push(device, Outbound::Text(payload.clone())) {
+                too_slow.push((*connection, reason));
+            }
+        }
+        for (connection, reason) in too_slow {
             if let Some(device) = self.devices.remove(&connection) {
                 let _ = device.attachment.control.try_send(Outbound::Close { code: close_codes::TRY_AGAIN_LATER, reason: reason.to_owned() });
             }

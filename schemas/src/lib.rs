@@ -18,7 +18,7 @@ pub use records::{
     RecordError, Role, StoredMessage,
 };
 pub use rest::*;
-pub use server_frames::ServerFrame;
+pub use server_frames::{PresenceStatus, ServerFrame};
 
 /// RFC 3339 timestamps, as every `*_at` field on the wire and in storage.
 pub type Timestamp = time::OffsetDateTime;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorCode, FrameId, Message, Timestamp};
+use crate::{ErrorCode, FrameId, Message, ReceiptKind, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -41,6 +41,34 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         id: Option<FrameId>,
     },
+    /// Another member is typing in a conversation.
+    Typing {
+        conversation_id: String,
+        user: String,
+    },
+    /// A member's read or delivered watermark moved; `device` names which of their devices when known.
+    Receipt {
+        conversation_id: String,
+        user: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        device: Option<String>,
+        kind: ReceiptKind,
+        seq: u64,
+    },
+    /// A user the client shares a conversation with came online or went offline.
+    Presence {
+        user: String,
+        status: PresenceStatus,
+        #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+        last_seen: Option<Timestamp>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    Online,
+    Offline,
 }
 
 impl ServerFrame {

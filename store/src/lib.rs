@@ -19,3 +19,13 @@ pub use log_read::{HistoryRequest, LogReader, MAX_PAGE};
 pub use membership_cache::{MemberSet, MembershipCache};
 pub use provision::Storage;
 pub use settings::storage_settings_from_environment;
+
+/// Sends a ready-made frame (typing, receipt, presence) to every device of `user` connected anywhere.
+///
+/// Core NATS, not the log: these are ephemeral and carry no `seq`, so gateways forward them as they come.
+pub async fn publish_event(client: &async_nats::Client, user: &subjects::Id, frame: &schemas::ServerFrame) -> Result<(), StoreError> {
+    client
+        .publish(subjects::deliver_subject(user), frame.to_json().into())
+        .await
+        .map_err(|error| error::from_nats("failed to publish an event", error))
+}
