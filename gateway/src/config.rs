@@ -13,7 +13,18 @@ pub struct GatewayConfig {
     pub dev_mode: bool,
     pub storage: StorageSettings,
     pub limits: Limits,
+    /// Redis for presence and cross-gateway typing limits (`NATTER_REDIS_URL`). `None` disables
+    /// presence entirely (no `presence` frames are ever sent) and rate-limits typing per gateway.
+    pub redis_url: Option<String>,
+    /// The server pings every socket this often; a socket silent for twice this long is closed
+    /// (1001 "heartbeat timeout") and its device stops counting as online.
+    pub heartbeat_interval: Duration,
 }
+
+/// Default heartbeat: frequent enough to notice a vanished phone within a minute, rare enough to cost little.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(30);
+/// Shortest heartbeat accepted; below this the pings themselves become the load.
+const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Clone)]
 pub struct JwtConfig {
@@ -37,6 +48,8 @@ pub struct Limits {
     pub max_protocol_errors: u32,
     /// How long a sync may wait on a device that does not read.
     pub sync_send_timeout: Duration,
+    /// How often coalesced watermarks (delivered receipts, own sends as read) are written.
+    pub watermark_flush_interval: Duration,
 }
 
 impl Default for Limits {
@@ -47,6 +60,7 @@ impl Default for Limits {
             outbound_queue_frames: 1024,
             max_protocol_errors: 20,
             sync_send_timeout: Duration::from_secs(30),
+            watermark_flush_interval: Duration::from_millis(100),
         }
     }
 }
@@ -59,6 +73,8 @@ impl GatewayConfig {
             dev_mode: true,
             storage: StorageSettings::default(),
             limits: Limits::default(),
+            redis_url: None,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
         }
     }
 
@@ -79,6 +95,14 @@ impl GatewayConfig {
         if let Some(frames) = get("NATTER_OUTBOUND_QUEUE") {
             config.limits.outbound_queue_frames = frames.parse().context("NATTER_OUTBOUND_QUEUE must be a frame count")?;
         }
+        config.redis_url = get("NATTER_REDIS_URL").map(str::to_owned);
+        if let Some(seconds) = get("NATTER_HEARTBEAT_SECS") {
+            let seconds: f64 = seconds.parse().context("NATTER_HEARTBEAT_SECS must be a number of seconds (fractions allowed)")?;
+            config.heartbeat_interval = Duration::try_from_secs_f64(seconds).context("NATTER_HEARTBEAT_SECS must be a positive number of seconds")?;
+        }
+        if let Some(millis) = get("NATTER_HEARTBEAT_MILLIS") {
+            config.heartbeat_interval = Duration::from_millis(millis.parse().context("NATTER_HEARTBEAT_MILLIS must be a whole number of milliseconds")?);
+        }
         config.validate()?;
         Ok(config)
     }
@@ -93,6 +117,9 @@ impl GatewayConfig {
         if self.limits.outbound_queue_frames == 0 {
             bail!("the outbound queue needs room for at least one frame");
         }
+        if self.heartbeat_interval < MIN_HEARTBEAT_INTERVAL {
+            bail!("the heartbeat interval must be at least {MIN_HEARTBEAT_INTERVAL:?}");
+        }
         Ok(())
     }
 }
@@ -103,5 +130,35 @@ fn parse_flag(value: Option<&str>) -> anyhow::Result<bool> {
         Some("1" | "true" | "yes" | "on") => Ok(true),
         Some("0" | "false" | "no" | "off") => Ok(false),
         Some(other) => bail!("expected a yes/no flag, got {other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::time::Duration;
+
+    use super::GatewayConfig;
+
+    fn check(settings: &[(&str, &str)], expected: Result<Duration, &str>) {
+        let mut environment: HashMap<String, String> = settings.iter().map(|(name, value)| (name.to_string(), value.to_string())).collect();
+        environment.insert("NATTER_JWT_SECRET".to_owned(), "a-test-secret-that-is-long-enough-for-hs256".to_owned());
+        match (GatewayConfig::from_environment(&environment), expected) {
+            (Ok(config), Ok(interval)) => assert_eq!(config.heartbeat_interval, interval, "{settings:?}"),
+            (Err(error), Err(fragment)) => assert!(format!("{error:#}").contains(fragment), "{settings:?}: {error:#}"),
+            (outcome, expected) => panic!("{settings:?}: got {:?}, expected {expected:?}", outcome.map(|config| config.heartbeat_interval)),
+        }
+    }
+
+    #[test]
+    fn heartbeat_interval_from_seconds_or_millis() {
+        check(&[], Ok(Duration::from_secs(30)));
+        check(&[("NATTER_HEARTBEAT_SECS", "10")], Ok(Duration::from_secs(10)));
+        check(&[("NATTER_HEARTBEAT_SECS", "0.5")], Ok(Duration::from_millis(500)));
+        check(&[("NATTER_HEARTBEAT_MILLIS", "250")], Ok(Duration::from_millis(250)));
+        check(&[("NATTER_HEARTBEAT_SECS", "10"), ("NATTER_HEARTBEAT_MILLIS", "250")], Ok(Duration::from_millis(250)));
+        check(&[("NATTER_HEARTBEAT_SECS", "soon")], Err("NATTER_HEARTBEAT_SECS"));
+        check(&[("NATTER_HEARTBEAT_SECS", "-1")], Err("NATTER_HEARTBEAT_SECS"));
+        check(&[("NATTER_HEARTBEAT_MILLIS", "5")], Err("heartbeat interval must be at least"));
     }
 }

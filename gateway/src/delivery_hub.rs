@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use schemas::ServerFrame;
+use schemas::{ReceiptKind, ServerFrame};
 use store::LogReader;
 use subjects::Id;
 use tokio::sync::{mpsc, oneshot};
@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::delivery_order::{Decision, DeviceCursors};
 use crate::outbound::{close_codes, Outbound};
+use crate::receipts::{WatermarkSink, WatermarkUpdate};
 
 pub type ConnectionId = u64;
 
@@ -26,6 +27,8 @@ const FIRST_SEEN_LOOKBACK: u64 = 64;
 /// A connected device as the hub sees it.
 pub struct DeviceAttachment {
     pub connection: ConnectionId,
+    /// The device id the client named (or was given); delivered receipts are per device.
+    pub device: Id,
     /// The device's ordinary frame queue (bounded; full means the device is too slow).
     pub outbound: mpsc::Sender<Outbound>,
     /// The writer's priority lane, used here only to close a device that fell behind.
@@ -54,11 +57,12 @@ pub struct DeliveryHub {
     users: tokio::sync::Mutex<HashMap<Id, UserEntry>>,
     next_connection: AtomicU64,
     tasks: TaskTracker,
+    watermarks: WatermarkSink,
 }
 
 impl DeliveryHub {
-    pub fn new(client: async_nats::Client, reader: LogReader, tasks: TaskTracker) -> DeliveryHub {
-        DeliveryHub { client, reader, users: tokio::sync::Mutex::new(HashMap::new()), next_connection: AtomicU64::new(1), tasks }
+    pub fn new(client: async_nats::Client, reader: LogReader, tasks: TaskTracker, watermarks: WatermarkSink) -> DeliveryHub {
+        DeliveryHub { client, reader, users: tokio::sync::Mutex::new(HashMap::new()), next_connection: AtomicU64::new(1), tasks, watermarks }
     }
 
     pub fn next_connection_id(&self) -> ConnectionId {
@@ -72,7 +76,7 @@ impl DeliveryHub {
             // The SUB is on the wire before the caller tells the client it is connected.
             self.client.flush().await?;
             let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-            let task = UserDeliveries { user: user.clone(), reader: self.reader.clone(), devices: HashMap::new() };
+            let task = UserDeliveries { user: user.clone(), reader: self.reader.clone(), devices: HashMap::new(), watermarks: self.watermarks.clone() };
             self.tasks.spawn(task.run(subscriber, commands_rx));
             users.insert(user.clone(), UserEntry { commands: commands_tx, connections: 0 });
         }
@@ -131,6 +135,7 @@ struct UserDeliveries {
     user: Id,
     reader: LogReader,
     devices: HashMap<ConnectionId, DeviceState>,
+    watermarks: WatermarkSink,
 }
 
 impl UserDeliveries {
@@ -197,6 +202,15 @@ impl UserDeliveries {
     async fn offer(&mut self, connection: ConnectionId, delivery: &Delivery) {
         let Some(device) = self.devices.get_mut(&connection) else { return };
         let outcome = offer_to_device(&self.reader, device, delivery).await;
+        if let Ok(Offered::Pushed) = outcome {
+            self.watermarks.record(WatermarkUpdate {
+                conversation: delivery.conversation.clone(),
+                user: self.user.clone(),
+                device: device.attachment.device.clone(),
+                kind: ReceiptKind::Delivered,
+                seq: delivery.seq,
+            });
+        }
         if let Err(Disconnect(reason)) = outcome {
             if let Some(device) = self.devices.remove(&connection) {
                 let _ = device.attachment.control.try_send(Outbound::Close { code: close_codes::TRY_AGAIN_LATER, reason: reason.to_owned() });
@@ -228,17 +242,24 @@ impl UserDeliveries {
     }
 }
 
-async fn offer_to_device(reader: &LogReader, device: &mut DeviceState, delivery: &Delivery) -> Result<(), Disconnect> {
+/// What became of a delivery offered to a device.
+enum Offered {
+    Held,
+    Dropped,
+    Pushed,
+}
+
+async fn offer_to_device(reader: &LogReader, device: &mut DeviceState, delivery: &Delivery) -> Result<Offered, Disconnect> {
     if let Some(held) = &mut device.held {
         if held.len() >= device.attachment.max_held {
             return Err(Disconnect("too many messages arrived while syncing; resume with sync"));
         }
         held.push(delivery.clone());
-        return Ok(());
+        return Ok(Offered::Held);
     }
     let conversation = &delivery.conversation;
     match device.cursors.decide(conversation, delivery.seq) {
-        Decision::Drop => return Ok(()),
+        Decision::Drop => return Ok(Offered::Dropped),
         Decision::Deliver => {}
         Decision::FillGap { first_missing } => {
             let missing = reader
@@ -271,7 +292,7 @@ async fn offer_to_device(reader: &LogReader, device: &mut DeviceState, delivery:
     }
     push(device, Outbound::Text(delivery.payload.clone()))?;
     device.cursors.advance(conversation, delivery.seq);
-    Ok(())
+    Ok(Offered::Pushed)
 }
 
 fn push(device: &DeviceState, frame: Outbound) -> Result<(), Disconnect> {

@@ -5,16 +5,16 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use futures::future::join_all;
 use schemas::{
     AddMemberRequest, ConnectQuery, Conversation, ConversationKind, CreateConversationRequest, DevTokenRequest, HistoryPage, HistoryQuery,
-    Inbox, InboxEntry, PostMessageRequest, PostMessageResponse, TokenResponse,
+    Inbox, PostMessageRequest, PostMessageResponse, ReceiptRequest, TokenResponse,
 };
 use store::{HistoryRequest, MAX_PAGE};
 use subjects::Id;
 
 use crate::api_error::{parse_id, ApiError};
 use crate::auth_extract::{ApiJson, Caller};
+use crate::receipts::apply_client_receipt;
 use crate::send::{require_member, send_message};
 use crate::state::AppState;
 
@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/conversations/{id}/members/{user}", delete(remove_member))
         .route("/v1/conversations/{id}/messages", get(history))
         .route("/v1/messages", post(post_message))
+        .route("/v1/receipts", post(post_receipt))
         .route("/v1/ws", get(crate::ws::upgrade))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
@@ -88,30 +89,19 @@ async fn remove_member(State(state): State<AppState>, Caller(caller): Caller, Pa
 }
 
 async fn inbox(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<Inbox>, ApiError> {
-    let conversation_ids = state.conversations.conversations_of(&caller).await?;
-    let entries = join_all(conversation_ids.iter().map(|conversation| inbox_entry(&state, conversation))).await;
-    let mut conversations = Vec::with_capacity(entries.len());
-    let mut activity = Vec::with_capacity(entries.len());
-    for entry in entries {
-        if let Some((entry, last_activity)) = entry? {
-            activity.push(last_activity);
-            conversations.push(entry);
-        }
-    }
-    let mut order: Vec<usize> = (0..conversations.len()).collect();
-    order.sort_by(|left, right| activity[*right].cmp(&activity[*left]));
-    let conversations = order.into_iter().map(|index| conversations[index].clone()).collect();
+    let conversations = state.conversations.inbox(&caller, &state.receipts).await?;
     Ok(Json(Inbox { conversations }))
 }
 
-async fn inbox_entry(state: &AppState, conversation: &Id) -> Result<Option<(InboxEntry, schemas::Timestamp)>, ApiError> {
-    let Some(record) = state.conversations.read_record(conversation).await? else {
-        return Ok(None);
-    };
-    let last = state.reader.last_entry(conversation).await?.map(|(_, stored)| stored.message);
-    let last_activity = last.as_ref().map_or(record.created_at, |message| message.sent_at);
-    let entry = InboxEntry { id: record.id, kind: record.kind, title: record.title, last_message: last, unread: 0 };
-    Ok(Some((entry, last_activity)))
+async fn post_receipt(
+    State(state): State<AppState>,
+    Caller(caller): Caller,
+    Query(query): Query<ConnectQuery>,
+    ApiJson(request): ApiJson<ReceiptRequest>,
+) -> Result<StatusCode, ApiError> {
+    let device = parse_id("device", query.device.as_deref().unwrap_or("http"))?;
+    apply_client_receipt(&state, &caller, &device, &request.conversation_id, request.seq, request.kind).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn history(

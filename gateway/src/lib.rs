@@ -6,19 +6,27 @@ mod auth_extract;
 pub mod config;
 mod delivery_hub;
 mod delivery_order;
+mod heartbeat;
 mod http;
 mod outbound;
+mod presence;
+mod presence_scripts;
+mod presence_snapshot;
+mod presence_status;
+mod receipts;
+mod redis_connection;
 mod send;
 mod session;
 mod state;
 mod sync;
+mod typing;
 mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use store::{Conversations, LogReader, MembershipCache, MessageLog, Storage};
+use store::{Conversations, LogReader, MembershipCache, MessageLog, Receipts, Storage};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,6 +35,9 @@ pub use auth::Authenticator;
 pub use config::{GatewayConfig, JwtConfig, Limits};
 
 use crate::delivery_hub::DeliveryHub;
+use crate::presence::{Presence, PresenceSettings};
+use crate::presence_status::ContactDirectory;
+use crate::typing::TypingLimiter;
 use crate::state::AppState;
 
 /// How long open sockets get to close after shutdown starts.
@@ -40,14 +51,44 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
         .context("failed to provision streams and buckets")?;
     let (membership, membership_task) = MembershipCache::start(nats.clone(), &storage, shutdown.clone()).await?;
     let reader = LogReader::new(storage.clone());
+    let receipts = Receipts::new(nats.clone(), &storage);
+    let (watermarks, watermark_task) =
+        receipts::start_coalescer(receipts.clone(), membership.clone(), nats.clone(), config.limits.watermark_flush_interval, shutdown.clone());
     let delivery_tasks = TaskTracker::new();
+    let conversations = Arc::new(Conversations::new(nats.clone(), storage.clone(), membership.clone()));
+    let redis = match &config.redis_url {
+        Some(url) => Some(redis_connection::connect(url).await?),
+        None => None,
+    };
+    let (presence, presence_task) = match &redis {
+        Some(redis) => {
+            let settings = PresenceSettings {
+                gateway_instance: ulid::Ulid::new().to_string(),
+                heartbeat_interval: config.heartbeat_interval,
+                nats: nats.clone(),
+                directory: ContactDirectory { conversations: conversations.clone(), membership: membership.clone() },
+                tasks: delivery_tasks.clone(),
+            };
+            let (presence, task) = Presence::start(redis.clone(), settings);
+            (presence, Some(task))
+        }
+        None => {
+            tracing::info!("NATTER_REDIS_URL is not set: presence is off and typing is rate-limited per gateway");
+            (Presence::disabled(), None)
+        }
+    };
     let state = AppState {
         auth: Arc::new(Authenticator::new(&config.jwt)),
         log: Arc::new(MessageLog::new(storage.clone())),
         reader: reader.clone(),
-        conversations: Arc::new(Conversations::new(nats.clone(), storage.clone(), membership.clone())),
+        conversations,
         membership,
-        hub: Arc::new(DeliveryHub::new(nats.clone(), reader, delivery_tasks.clone())),
+        hub: Arc::new(DeliveryHub::new(nats.clone(), reader, delivery_tasks.clone(), watermarks.clone())),
+        receipts,
+        watermarks,
+        nats: nats.clone(),
+        presence: presence.clone(),
+        typing: Arc::new(TypingLimiter::new(redis)),
         connections: TaskTracker::new(),
         shutdown: shutdown.clone(),
         config: Arc::new(config),
@@ -62,8 +103,14 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
     if tokio::time::timeout(CONNECTION_CLOSE_TIMEOUT, state.connections.wait()).await.is_err() {
         tracing::warn!("some connections did not close in time");
     }
+    // Every connection's disconnect is queued by now: presence announces them before NATS is flushed.
+    if let Some(presence_task) = presence_task {
+        let _ = tokio::time::timeout(CONNECTION_CLOSE_TIMEOUT, presence.stop()).await;
+        presence_task.abort();
+    }
     delivery_tasks.close();
     let _ = tokio::time::timeout(CONNECTION_CLOSE_TIMEOUT, delivery_tasks.wait()).await;
+    let _ = watermark_task.await;
     let _ = membership_task.await;
     nats.flush().await.context("failed to flush NATS")?;
     tracing::info!("gateway stopped");

@@ -11,6 +11,8 @@ pub enum Outbound {
     /// Replies the WebSocket protocol obliges us to send: a pong, or the echo of the peer's close.
     Pong(Vec<u8>),
     CloseEcho(Vec<u8>),
+    /// The heartbeat: the peer's pong (or any frame) proves it is still there.
+    Ping,
 }
 
 impl Outbound {

@@ -1,10 +1,11 @@
 //! The send path shared by WebSocket `send` frames and `POST /v1/messages`: validate, authorise, append.
 
-use schemas::{Body, BodyError};
+use schemas::{Body, BodyError, ReceiptKind};
 use store::{AppendOutcome, AppendRequest};
 use subjects::Id;
 
 use crate::api_error::{parse_id, ApiError};
+use crate::receipts::WatermarkUpdate;
 use crate::state::AppState;
 
 pub async fn send_message(
@@ -24,8 +25,23 @@ pub async fn send_message(
     require_member(state, &conversation, sender).await?;
     let outcome = state
         .log
-        .append(AppendRequest { conversation, client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body })
+        .append(AppendRequest { conversation: conversation.clone(), client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body })
         .await?;
+    // Writing in a conversation means having read it up to one's own message. The user's
+    // watermark moves before the ack, so the sender's unread count never includes their own
+    // message; the device's watermark and the receipt frames follow through the coalescer.
+    if !outcome.duplicate {
+        if let Err(error) = state.receipts.advance_user(&conversation, sender, ReceiptKind::Read, outcome.seq).await {
+            tracing::warn!(%error, %conversation, "failed to move the sender's read watermark");
+        }
+    }
+    state.watermarks.record(WatermarkUpdate {
+        conversation,
+        user: sender.clone(),
+        device: sender_device.clone(),
+        kind: ReceiptKind::Read,
+        seq: outcome.seq,
+    });
     Ok(outcome)
 }
 

@@ -1,15 +1,17 @@
 //! One WebSocket connection's protocol state: dispatches client frames and counts protocol errors.
 
-use schemas::{parse_client_frame, ClientFrame, ErrorCode, FrameId, ServerFrame};
+use schemas::{parse_client_frame, ClientFrame, ErrorCode, FrameId, ReceiptKind, ServerFrame};
 use subjects::Id;
 use tokio::sync::mpsc;
 
 use crate::api_error::ApiError;
 use crate::delivery_hub::ConnectionId;
 use crate::outbound::{close_codes, Outbound};
+use crate::receipts::apply_client_receipt;
 use crate::send::send_message;
 use crate::state::AppState;
 use crate::sync::{sync_device, SyncAborted};
+use crate::typing::relay_typing;
 
 /// What the reader does after a frame.
 pub enum Flow {
@@ -59,9 +61,16 @@ impl Session {
                     return Flow::Close { code: close_codes::TRY_AGAIN_LATER, reason: reason.to_owned() };
                 }
             }
-            ClientFrame::Typing { id, .. } | ClientFrame::Read { id, .. } => {
-                let error = ApiError::new(ErrorCode::Unavailable, "typing and read receipts are not enabled on this server yet");
-                self.reply(error.to_frame(id)).await;
+            ClientFrame::Read { id, conversation_id, seq } => {
+                let applied = apply_client_receipt(&self.state, &self.user, &self.device, &conversation_id, seq, ReceiptKind::Read).await;
+                if let Err(error) = applied {
+                    return self.request_error(id, error).await;
+                }
+            }
+            ClientFrame::Typing { id, conversation_id } => {
+                if let Err(error) = relay_typing(&self.state, &self.user, &conversation_id).await {
+                    return self.request_error(id, error).await;
+                }
             }
         }
         Flow::Continue

@@ -2,13 +2,14 @@
 
 use std::sync::Arc;
 
-use store::{Conversations, LogReader, MembershipCache, MessageLog};
+use store::{Conversations, LogReader, MembershipCache, MessageLog, Receipts};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
 use crate::delivery_hub::DeliveryHub;
+use crate::receipts::WatermarkSink;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -19,6 +20,14 @@ pub struct AppState {
     pub conversations: Arc<Conversations>,
     pub membership: Arc<MembershipCache>,
     pub hub: Arc<DeliveryHub>,
+    pub receipts: Receipts,
+    /// Coalesced watermark writes (delivered receipts, own sends as read).
+    pub watermarks: WatermarkSink,
+    pub nats: async_nats::Client,
+    /// Device presence in Redis; a no-op handle when Redis is not configured.
+    pub presence: crate::presence::Presence,
+    /// One relayed `typing` per user, conversation and window.
+    pub typing: Arc<crate::typing::TypingLimiter>,
     /// Every WebSocket connection task, so shutdown can wait for them to close.
     pub connections: TaskTracker,
     pub shutdown: CancellationToken,

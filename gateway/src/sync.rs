@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use schemas::{FrameId, ServerFrame};
+use schemas::{FrameId, ReceiptKind, ServerFrame};
 use store::MAX_PAGE;
 use subjects::Id;
 
 use crate::api_error::{parse_id, ApiError};
 use crate::outbound::Outbound;
+use crate::receipts::WatermarkUpdate;
 use crate::send::require_member;
 use crate::session::Session;
 
@@ -40,6 +41,15 @@ pub async fn sync_device(session: &Session, id: Option<FrameId>, cursors: BTreeM
                 session.send_or_abort(Outbound::frame(&ServerFrame::Message { message })).await?;
             }
             next = chunk_end + 1;
+        }
+        if last > held {
+            state.watermarks.record(WatermarkUpdate {
+                conversation: conversation.clone(),
+                user: session.user.clone(),
+                device: session.device.clone(),
+                kind: ReceiptKind::Delivered,
+                seq: last,
+            });
         }
         reached.insert(conversation, last);
     }

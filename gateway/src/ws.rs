@@ -4,6 +4,7 @@
 //! reader owns the read half and only ends by itself or by being aborted with the socket.
 //! Fragments are reassembled here under our own cap (0.10's FragmentCollector has none).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
@@ -15,11 +16,13 @@ use schemas::ConnectQuery;
 use subjects::Id;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api_error::{parse_id, ApiError};
 use crate::auth_extract::bearer_token;
 use crate::delivery_hub::{ConnectionId, DeviceAttachment};
+use crate::heartbeat::{ActivityClock, SILENT_INTERVALS_BEFORE_TIMEOUT};
 use crate::outbound::{close_codes, Outbound};
 use crate::session::{Flow, Session};
 use crate::state::AppState;
@@ -31,6 +34,8 @@ type Socket = TokioIo<hyper::upgrade::Upgraded>;
 const HARD_FRAME_CAP_FACTOR: usize = 4;
 /// How long a closing connection's writer gets to flush its last frames.
 const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Longest a new connection waits for Redis to register its device before it is served anyway.
+const PRESENCE_REGISTRATION_PATIENCE: Duration = Duration::from_secs(1);
 
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -56,6 +61,7 @@ pub async fn upgrade(
     let connection = state.hub.next_connection_id();
     let attachment = DeviceAttachment {
         connection,
+        device: device.clone(),
         outbound: outbound_tx.clone(),
         control: control_tx.clone(),
         hold_until_synced: resume,
@@ -76,7 +82,13 @@ pub async fn upgrade(
     let connection_state = state.clone();
     state.connections.spawn(async move {
         match upgraded.await {
-            Ok(socket) => run_connection(connection_state.clone(), socket, &user, device, resume, channels).await,
+            Ok(socket) => {
+                // Before the reader starts: once the device has a reply, it counts as online everywhere.
+                let patience = PRESENCE_REGISTRATION_PATIENCE.min(connection_state.config.heartbeat_interval);
+                connection_state.presence.connected(&user, connection, patience).await;
+                run_connection(connection_state.clone(), socket, &user, device, resume, channels).await;
+                connection_state.presence.disconnected(&user, connection);
+            }
             Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
         }
         connection_state.hub.detach(&user, connection).await;
@@ -100,10 +112,14 @@ async fn run_connection(state: AppState, mut socket: WebSocket<Socket>, user: &I
     socket.set_auto_close(true);
     let (read_half, write_half) = socket.split(tokio::io::split);
     let ConnectionChannels { connection, outbound_tx, outbound_rx, control_tx, control_rx } = channels;
-    let mut writer = tokio::spawn(write_frames(write_half, outbound_rx, control_rx, state.shutdown.clone()));
+    let activity = Arc::new(ActivityClock::start());
+    let heartbeat = Heartbeat { interval: state.config.heartbeat_interval, activity: activity.clone() };
+    let mut writer = tokio::spawn(write_frames(write_half, outbound_rx, control_rx, state.shutdown.clone(), heartbeat));
     tracing::debug!(%user, %device, connection, resume, "device connected");
+    // Before the reader starts, so the snapshot precedes the reply to the device's first frame.
+    crate::presence_snapshot::send_presence_snapshot(&state, user, &outbound_tx).await;
     let session = Session::new(state.clone(), user.clone(), device, connection, outbound_tx);
-    let mut reader = tokio::spawn(read_frames(session, read_half, control_tx.clone(), limits.max_frame_bytes));
+    let mut reader = tokio::spawn(read_frames(session, read_half, control_tx.clone(), limits.max_frame_bytes, activity));
     tokio::select! {
         _ = &mut writer => reader.abort(),
         flow = &mut reader => {
@@ -118,8 +134,16 @@ async fn run_connection(state: AppState, mut socket: WebSocket<Socket>, user: &I
     tracing::debug!(%user, connection, "device disconnected");
 }
 
-async fn read_frames(mut session: Session, mut read_half: WebSocketRead<ReadHalf<Socket>>, control_tx: mpsc::Sender<Outbound>, max_message_bytes: usize) -> Flow {
+async fn read_frames(
+    mut session: Session,
+    mut read_half: WebSocketRead<ReadHalf<Socket>>,
+    control_tx: mpsc::Sender<Outbound>,
+    max_message_bytes: usize,
+    activity: Arc<ActivityClock>,
+) -> Flow {
     let mut forward_obligated = |frame: Frame<'_>| {
+        // A client's ping is answered here and never returned by `read_frame`, but it is activity all the same.
+        activity.record_activity();
         let control_tx = control_tx.clone();
         let reply = match frame.opcode {
             OpCode::Close => Outbound::CloseEcho(frame.payload.to_vec()),
@@ -138,9 +162,13 @@ async fn read_frames(mut session: Session, mut read_half: WebSocketRead<ReadHalf
             }
             Err(error) => {
                 tracing::debug!(%error, "websocket read ended");
+                // The peer is gone or broke the framing: end the writer now rather than after its drain timeout,
+                // so the device counts as offline at once. Writing to a dead socket fails fast.
+                let _ = control_tx.try_send(Outbound::Close { code: close_codes::GOING_AWAY, reason: "connection ended".to_owned() });
                 return Flow::Continue;
             }
         };
+        activity.record_activity();
         let (opcode, message) = match frame.opcode {
             OpCode::Close => return Flow::Continue,
             OpCode::Ping | OpCode::Pong => continue,
@@ -189,29 +217,62 @@ fn too_large(max_message_bytes: usize) -> ApiError {
     ApiError::too_large(format!("a message may be at most {max_message_bytes} bytes"))
 }
 
+/// What the writer needs to keep a socket honest: how often to ping, and when the peer was last heard.
+struct Heartbeat {
+    interval: Duration,
+    activity: Arc<ActivityClock>,
+}
+
 async fn write_frames(
     mut write_half: WebSocketWrite<WriteHalf<Socket>>,
     mut outbound_rx: mpsc::Receiver<Outbound>,
     mut control_rx: mpsc::Receiver<Outbound>,
     shutdown: CancellationToken,
+    heartbeat: Heartbeat,
 ) {
+    let silence_timeout = heartbeat.interval * SILENT_INTERVALS_BEFORE_TIMEOUT;
+    let mut next_ping = Instant::now() + heartbeat.interval;
     loop {
+        let silence_deadline = heartbeat.activity.last_activity() + silence_timeout;
         let next = tokio::select! {
             biased;
             Some(control) = control_rx.recv() => control,
             _ = shutdown.cancelled() => Outbound::Close { code: close_codes::GOING_AWAY, reason: "server shutting down; reconnect".to_owned() },
+            _ = tokio::time::sleep_until(next_ping.min(silence_deadline)) => {
+                let now = Instant::now();
+                if now >= heartbeat.activity.last_activity() + silence_timeout {
+                    tracing::debug!(?silence_timeout, "closing a silent socket");
+                    Outbound::Close { code: close_codes::GOING_AWAY, reason: "heartbeat timeout".to_owned() }
+                } else if now >= next_ping {
+                    next_ping = now + heartbeat.interval;
+                    Outbound::Ping
+                } else {
+                    // Woke for a silence deadline, but a frame arrived meanwhile.
+                    continue;
+                }
+            }
             Some(frame) = outbound_rx.recv() => frame,
             else => return,
         };
         let (frame, last) = match &next {
             Outbound::Text(bytes) => (Frame::text(Payload::Borrowed(bytes)), false),
             Outbound::Pong(payload) => (Frame::pong(Payload::Borrowed(payload)), false),
+            Outbound::Ping => (Frame::new(true, OpCode::Ping, None, Payload::Borrowed(&[])), false),
             Outbound::CloseEcho(payload) => (Frame::close_raw(Payload::Borrowed(payload)), true),
             Outbound::Close { code, reason } => (Frame::close(*code, reason.as_bytes()), true),
         };
-        if let Err(error) = write_half.write_frame(frame).await {
-            tracing::debug!(%error, "websocket write failed");
-            return;
+        // A peer that accepts no bytes for as long as the silence timeout is as gone as one that sends none;
+        // without this bound a vanished peer with a full TCP window would hold the writer forever.
+        match tokio::time::timeout(silence_timeout, write_half.write_frame(frame)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                tracing::debug!(%error, "websocket write failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(?silence_timeout, "websocket write stalled; dropping the socket");
+                return;
+            }
         }
         if last {
             return;

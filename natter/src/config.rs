@@ -38,6 +38,8 @@ const KNOWN_FILE_KEYS: &[&str] = &[
     "max_body_bytes",
     "max_frame_bytes",
     "outbound_queue",
+    "heartbeat_secs",
+    "heartbeat_millis",
     // store::storage_settings_from_environment (gateway and fanout)
     "stream_replicas",
     "message_ttl_secs",

@@ -15,7 +15,7 @@ pub use error_code::ErrorCode;
 pub use message::{Body, BodyError, Message};
 pub use records::{
     decode_stored_message, encode_stored_message, ClientMsgIdRecord, ConversationKind, ConversationRecord, MemberRecord,
-    RecordError, Role, StoredMessage,
+    ReceiptRecord, RecordError, Role, StoredMessage,
 };
 pub use rest::*;
 pub use server_frames::{PresenceStatus, ServerFrame};

@@ -137,6 +137,14 @@ pub struct ClientMsgIdRecord {
     pub sent_at: Timestamp,
 }
 
+/// `receipts` bucket value: how far a device (or, folded, a user) has read and received a conversation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReceiptRecord {
+    pub v: u64,
+    pub read: u64,
+    pub delivered: u64,
+}
+
 macro_rules! json_record {
     ($($record:ty),*) => {$(
         impl $record {
@@ -149,7 +157,7 @@ macro_rules! json_record {
         }
     )*};
 }
-json_record!(ConversationRecord, MemberRecord, ClientMsgIdRecord);
+json_record!(ConversationRecord, MemberRecord, ClientMsgIdRecord, ReceiptRecord);
 
 #[cfg(test)]
 mod tests {
@@ -192,5 +200,7 @@ mod tests {
         assert_eq!(member.role, Role::Owner);
         let ack = ClientMsgIdRecord::from_bytes(&golden("msgid.v1.json")).unwrap();
         assert_eq!((ack.seq, ack.stream_seq), (3, 99));
+        let receipt = ReceiptRecord::from_bytes(&golden("receipt.v1.json")).unwrap();
+        assert_eq!((receipt.read, receipt.delivered), (5, 8));
     }
 }

@@ -28,8 +28,8 @@ pub fn direct_conversation_id(one: &Id, other: &Id) -> Id {
 }
 
 pub struct Conversations {
-    client: async_nats::Client,
-    storage: Storage,
+    pub(crate) client: async_nats::Client,
+    pub(crate) storage: Storage,
     membership: Arc<MembershipCache>,
 }
 

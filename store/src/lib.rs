@@ -3,13 +3,16 @@
 //! Gateways and workers share this crate; it is the only code that talks to JetStream
 //! streams and KV buckets directly.
 
+mod batch_get;
 mod conversations;
 mod error;
+mod inbox;
 mod kv_listing;
 mod log_append;
 mod log_read;
 mod membership_cache;
 mod provision;
+mod receipts;
 mod settings;
 
 pub use conversations::{direct_conversation_id, Conversations};
@@ -18,6 +21,8 @@ pub use log_append::{AppendOutcome, AppendRequest, MessageLog};
 pub use log_read::{HistoryRequest, LogReader, MAX_PAGE};
 pub use membership_cache::{MemberSet, MembershipCache};
 pub use provision::Storage;
+pub use receipts::{Receipts, WatermarkMove};
+pub use batch_get::{last_messages, LastMessage};
 pub use settings::storage_settings_from_environment;
 
 /// Sends a ready-made frame (typing, receipt, presence) to every device of `user` connected anywhere.

@@ -21,6 +21,9 @@ pub const MESSAGE_INDEX_BUCKET: &str = "msgindex";
 /// Durable idempotency record `<conv>.<client_msg_id>` → ack, for resends older than the duplicate window.
 pub const CLIENT_MSG_ID_BUCKET: &str = "msgids";
 
+/// Read and delivered watermarks: `<conv>.<user>.<device>` per device and `<conv>.<user>` folded per user.
+pub const RECEIPTS_BUCKET: &str = "receipts";
+
 /// Header on deliveries carrying the conversation id, so gateways route without parsing the body.
 pub const HEADER_CONVERSATION: &str = "Natter-Conversation";
 /// Header on deliveries carrying the message's per-conversation `seq`.
@@ -86,6 +89,16 @@ pub fn message_index_key(conversation: &Id, seq: u64) -> String {
 /// `<conv>.<client_msg_id>` in [`CLIENT_MSG_ID_BUCKET`].
 pub fn client_msg_id_key(conversation: &Id, client_msg_id: &Id) -> String {
     format!("{conversation}.{client_msg_id}")
+}
+
+/// `<conv>.<user>.<device>` in [`RECEIPTS_BUCKET`]: one device's watermarks.
+pub fn device_receipt_key(conversation: &Id, user: &Id, device: &Id) -> String {
+    format!("{conversation}.{user}.{device}")
+}
+
+/// `<conv>.<user>` in [`RECEIPTS_BUCKET`]: the highest watermarks over the user's devices.
+pub fn user_receipt_key(conversation: &Id, user: &Id) -> String {
+    format!("{conversation}.{user}")
 }
 
 /// `Nats-Msg-Id` of a send: JetStream drops a second publish with the same id inside the window.
@@ -171,6 +184,7 @@ pub fn bucket_configs(settings: &StorageSettings) -> Vec<kv::Config> {
         bucket(MEMBERSHIPS_BUCKET, "membership: <user>.<conversation>", forever, settings),
         bucket(MESSAGE_INDEX_BUCKET, "history index: <conversation>.<seq> -> stream sequence", settings.message_ttl, settings),
         bucket(CLIENT_MSG_ID_BUCKET, "idempotency: <conversation>.<client_msg_id> -> ack", settings.message_ttl, settings),
+        bucket(RECEIPTS_BUCKET, "watermarks: <conversation>.<user>[.<device>] -> read, delivered", forever, settings),
     ]
 }
 

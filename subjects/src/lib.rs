@@ -1,10 +1,11 @@
-//! The one place that spells NATS names: subjects, streams, consumers, KV buckets, headers, and the id rules that keep client input out of them.
+//! The one place that spells NATS names (subjects, streams, consumers, KV buckets, headers) and Redis keys, and the id rules that keep client input out of them.
 //!
 //! Every token that reaches a subject goes through [`Id::parse`], so a client can never
 //! put `.`, `*` or `>` into a subject: the builders here take [`Id`], not `&str`.
 
 mod ids;
 mod layout;
+pub mod redis_keys;
 
 pub use ids::{Id, InvalidId};
 pub use layout::*;

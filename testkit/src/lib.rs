@@ -12,7 +12,7 @@ mod ws_client;
 
 pub use api::Api;
 pub use system::{SystemBuilder, TestSystem};
-pub use ws_client::WsClient;
+pub use ws_client::{SilentSocket, WsClient};
 
 /// How often `wait_until` re-checks its condition.
 const WAIT_UNTIL_POLL_INTERVAL: Duration = Duration::from_millis(10);

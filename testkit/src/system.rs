@@ -1,4 +1,4 @@
-//! A whole Natter started for one test: a real nats-server on a free port, gateways and fanout workers in-process on port 0.
+//! A whole Natter started for one test: a real nats-server and redis-server on free ports, gateways and fanout workers in-process on port 0.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -11,7 +11,7 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Api, NatsServer, WsClient};
+use crate::{Api, NatsServer, RedisServer, WsClient};
 
 const TEST_SECRET: &str = "natter-test-secret-that-is-long-enough-for-hs256";
 
@@ -26,6 +26,7 @@ pub struct SystemBuilder {
     fanouts: usize,
     gateway_config: GatewayConfig,
     fanout_config: FanoutConfig,
+    with_redis: bool,
 }
 
 impl SystemBuilder {
@@ -45,17 +46,33 @@ impl SystemBuilder {
         change(&mut self.fanout_config);
         self
     }
+    /// The gateways' ping interval; a socket silent for twice this long is closed and its device goes offline.
+    pub fn heartbeat(self, interval: Duration) -> Self {
+        self.gateway_config(|config| config.heartbeat_interval = interval)
+    }
+    /// No redis-server: the gateways run without presence and limit typing locally.
+    pub fn without_redis(mut self) -> Self {
+        self.with_redis = false;
+        self
+    }
 
     pub async fn start(self) -> anyhow::Result<TestSystem> {
         crate::init_tracing();
         let store = tempfile::tempdir().context("failed to create a store dir")?;
         let nats = NatsServer::start(store.path()).await?;
+        let redis = match self.with_redis {
+            true => Some(RedisServer::start(&store.path().join("redis")).await?),
+            false => None,
+        };
+        let mut gateway_config = self.gateway_config;
+        gateway_config.redis_url = redis.as_ref().map(RedisServer::url);
         let mut system = TestSystem {
             nats,
+            redis,
             _store: store,
             gateways: Vec::new(),
             fanouts: Vec::new(),
-            gateway_config: self.gateway_config,
+            gateway_config,
             fanout_config: self.fanout_config,
             http: reqwest::Client::new(),
         };
@@ -71,6 +88,8 @@ impl SystemBuilder {
 
 pub struct TestSystem {
     pub nats: NatsServer,
+    /// Presence and typing limits; tests may kill and restart it.
+    redis: Option<RedisServer>,
     _store: TempDir,
     gateways: Vec<Running>,
     fanouts: Vec<Running>,
@@ -89,7 +108,7 @@ impl TestSystem {
         let mut fanout_config = FanoutConfig::default();
         // Short, so a killed worker's messages come back quickly in tests.
         fanout_config.ack_wait = Duration::from_secs(2);
-        SystemBuilder { gateways: 1, fanouts: 1, gateway_config: GatewayConfig::for_development(TEST_SECRET), fanout_config }
+        SystemBuilder { gateways: 1, fanouts: 1, gateway_config: GatewayConfig::for_development(TEST_SECRET), fanout_config, with_redis: true }
     }
 
     pub async fn connect_nats(&self) -> anyhow::Result<async_nats::Client> {
@@ -188,6 +207,11 @@ impl TestSystem {
 
     pub fn gateway_config(&self) -> &GatewayConfig {
         &self.gateway_config
+    }
+
+    /// The system's redis-server, to kill or restart it mid-test.
+    pub fn redis(&mut self) -> &mut RedisServer {
+        self.redis.as_mut().expect("this system was built without_redis")
     }
 }
 

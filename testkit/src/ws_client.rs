@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use futures::{SinkExt, StreamExt};
 use schemas::{Message, ServerFrame};
 use serde_json::{json, Value};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
@@ -173,6 +174,53 @@ impl WsClient {
         }
     }
 
+    /// Every frame up to and including the first one `wanted` accepts, in arrival order; later frames stay queued.
+    pub async fn frames_until(&mut self, timeout: Duration, wanted: impl Fn(&ServerFrame) -> bool) -> anyhow::Result<Vec<ServerFrame>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut frames = Vec::new();
+        loop {
+            let frame = match self.pending.pop_front() {
+                Some(frame) => frame,
+                None => match self.read_frame(deadline).await {
+                    Ok(frame) => frame,
+                    Err(error) => {
+                        let seen = frames.len();
+                        self.pending = frames.into();
+                        return Err(error.context(format!("{seen} frames arrived, none of them the one wanted")));
+                    }
+                },
+            };
+            let done = wanted(&frame);
+            frames.push(frame);
+            if done {
+                return Ok(frames);
+            }
+        }
+    }
+
+    /// The next `presence` frame about `user`; other frames stay queued.
+    pub async fn next_presence_of(&mut self, user: &str, timeout: Duration) -> anyhow::Result<ServerFrame> {
+        let is_about_user = |frame: &ServerFrame| matches!(frame, ServerFrame::Presence { user: about, .. } if about == user);
+        if let Some(position) = self.pending.iter().position(is_about_user) {
+            return Ok(self.pending.remove(position).expect("position is in range"));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let frame = self.read_frame(deadline).await.with_context(|| format!("waiting for a presence frame about {user}"))?;
+            if is_about_user(&frame) {
+                return Ok(frame);
+            }
+            self.pending.push_back(frame);
+        }
+    }
+
+    /// From now on this device neither reads nor writes, as a phone that lost its network: no close,
+    /// no FIN, and no pongs (tungstenite answers pings only while polled). The socket stays open
+    /// until the returned value is dropped; it can still read what the server sent, raw.
+    pub fn stop_answering(self) -> SilentSocket {
+        SilentSocket { stream: self.socket.into_inner() }
+    }
+
     /// Whether frames still flow: a ping is answered with its pong.
     pub async fn ping(&mut self) -> anyhow::Result<()> {
         let id = self.fresh_id();
@@ -200,4 +248,52 @@ impl WsClient {
             }
         }
     }
+}
+
+/// A WebSocket whose client went silent (see [`WsClient::stop_answering`]): it never answers pings.
+pub struct SilentSocket {
+    stream: MaybeTlsStream<TcpStream>,
+}
+
+impl SilentSocket {
+    /// Reads, without answering anything, what the server sent until its close frame; returns the close code and reason.
+    ///
+    /// Frames are parsed from the raw bytes, so nothing (not even a pong) is written back.
+    pub async fn server_close(&mut self, timeout: Duration) -> anyhow::Result<(u16, String)> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut received = Vec::new();
+        loop {
+            let mut offset = 0;
+            while let Some((opcode, payload, length)) = parse_unmasked_frame(&received[offset..]) {
+                if opcode == 0x8 {
+                    anyhow::ensure!(payload.len() >= 2, "close frame without a code");
+                    let code = u16::from_be_bytes([payload[0], payload[1]]);
+                    return Ok((code, String::from_utf8_lossy(&payload[2..]).into_owned()));
+                }
+                offset += length;
+            }
+            let mut chunk = [0u8; 4096];
+            let read = tokio::time::timeout_at(deadline, self.stream.read(&mut chunk))
+                .await
+                .map_err(|_| anyhow::anyhow!("no close frame within {timeout:?}"))?
+                .context("reading the silent socket failed")?;
+            if read == 0 {
+                bail!("the server ended the connection without a close frame");
+            }
+            received.extend_from_slice(&chunk[..read]);
+        }
+    }
+}
+
+/// One whole server-to-client frame at the start of `bytes`: (opcode, payload, total length), or None if incomplete.
+fn parse_unmasked_frame(bytes: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let opcode = bytes.first()? & 0x0f;
+    let short_length = bytes.get(1)? & 0x7f;
+    let (payload_length, header_length) = match short_length {
+        126 => (u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]) as usize, 4),
+        127 => (u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) as usize, 10),
+        length => (length as usize, 2),
+    };
+    let payload = bytes.get(header_length..header_length + payload_length)?;
+    Some((opcode, payload, header_length + payload_length))
 }

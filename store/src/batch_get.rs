@@ -1,0 +1,76 @@
+//! JetStream batch direct get (`multi_last`, nats-server ≥ 2.11): the last message of many subjects in one round trip.
+//!
+//! async-nats 0.51 has no helper for it, so this speaks the API directly: one request to
+//! `$JS.API.DIRECT.GET.<stream>`, answered by one message per subject that has any, then
+//! a `204 EOB` status (or `404` when none has).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::future::try_join_all;
+use futures::StreamExt;
+
+use crate::error::{from_nats, StoreError};
+
+/// Subjects per request; the server caps a batch, and smaller requests also spread over time.
+const SUBJECTS_PER_REQUEST: usize = 256;
+const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
+const SUBJECT_HEADER: &str = "Nats-Subject";
+const SEQUENCE_HEADER: &str = "Nats-Sequence";
+const END_OF_BATCH: u16 = 204;
+const NOTHING_FOUND: u16 = 404;
+
+/// One subject's last message.
+#[derive(Debug, Clone)]
+pub struct LastMessage {
+    pub stream_seq: u64,
+    pub payload: Bytes,
+    pub headers: async_nats::HeaderMap,
+}
+
+/// The last message on each of `subjects` in `stream`; subjects without messages are absent from the map.
+pub async fn last_messages(client: &async_nats::Client, stream: &str, subjects: &[String]) -> Result<HashMap<String, LastMessage>, StoreError> {
+    let requests = subjects.chunks(SUBJECTS_PER_REQUEST).map(|chunk| last_messages_of_chunk(client, stream, chunk));
+    let mut found = HashMap::with_capacity(subjects.len());
+    for chunk in try_join_all(requests).await? {
+        found.extend(chunk);
+    }
+    Ok(found)
+}
+
+async fn last_messages_of_chunk(client: &async_nats::Client, stream: &str, subjects: &[String]) -> Result<HashMap<String, LastMessage>, StoreError> {
+    let mut found = HashMap::with_capacity(subjects.len());
+    if subjects.is_empty() {
+        return Ok(found);
+    }
+    let inbox = client.new_inbox();
+    let mut replies = client.subscribe(inbox.clone()).await.map_err(|error| from_nats("failed to subscribe for a batch get", error))?;
+    let request = serde_json::json!({ "multi_last": subjects, "batch": subjects.len() });
+    client
+        .publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox, request.to_string().into())
+        .await
+        .map_err(|error| from_nats("failed to send a batch get", error))?;
+    let deadline = tokio::time::Instant::now() + BATCH_TIMEOUT;
+    loop {
+        let reply = tokio::time::timeout_at(deadline, replies.next())
+            .await
+            .map_err(|_| StoreError::Unavailable("batch get timed out".to_owned()))?
+            .ok_or_else(|| StoreError::Unavailable("batch get subscription closed".to_owned()))?;
+        if let Some(status) = reply.status {
+            match status.as_u16() {
+                END_OF_BATCH | NOTHING_FOUND => return Ok(found),
+                other => return Err(StoreError::Internal(format!("batch get failed with status {other}: {:?}", reply.description))),
+            }
+        }
+        let Some(headers) = reply.headers else {
+            // A JSON error body instead of messages, e.g. when the server does not support batches.
+            return Err(StoreError::Internal(format!("batch get answered {}", String::from_utf8_lossy(&reply.payload))));
+        };
+        let subject = headers.get(SUBJECT_HEADER).map(|value| value.as_str().to_owned());
+        let stream_seq = headers.get(SEQUENCE_HEADER).and_then(|value| value.as_str().parse().ok());
+        if let (Some(subject), Some(stream_seq)) = (subject, stream_seq) {
+            found.insert(subject, LastMessage { stream_seq, payload: reply.payload, headers });
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! Read and delivered watermarks per (conversation, user, device), folded per user; monotonic by compare-and-set.
+//!
+//! Each key holds one record (the bucket keeps no history), so the store is compacted by
+//! construction. A lower `seq` never moves a watermark back.
+
+use std::collections::HashMap;
+
+use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
+use schemas::{ReceiptKind, ReceiptRecord};
+use subjects::Id;
+
+use crate::batch_get;
+use crate::error::{from_nats, StoreError};
+use crate::Storage;
+
+/// Compare-and-set rounds before giving up on a key many writers are moving at once.
+const MAX_CAS_ATTEMPTS: usize = 32;
+
+/// Which of the two records a watermark change moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WatermarkMove {
+    pub device_moved: bool,
+    pub user_moved: bool,
+}
+
+#[derive(Clone)]
+pub struct Receipts {
+    client: async_nats::Client,
+    bucket: kv::Store,
+}
+
+impl Receipts {
+    pub fn new(client: async_nats::Client, storage: &Storage) -> Receipts {
+        Receipts { client, bucket: storage.receipts.clone() }
+    }
+
+    /// Moves the device's and the user's `kind` watermark up to `seq` (never down).
+    pub async fn advance(&self, conversation: &Id, user: &Id, device: &Id, kind: ReceiptKind, seq: u64) -> Result<WatermarkMove, StoreError> {
+        let device_moved = self.advance_key(&subjects::device_receipt_key(conversation, user, device), kind, seq).await?;
+        let user_moved = self.advance_key(&subjects::user_receipt_key(conversation, user), kind, seq).await?;
+        Ok(WatermarkMove { device_moved, user_moved })
+    }
+
+    /// Moves only the user's folded watermark; the device's follows through the coalescer.
+    pub async fn advance_user(&self, conversation: &Id, user: &Id, kind: ReceiptKind, seq: u64) -> Result<bool, StoreError> {
+        self.advance_key(&subjects::user_receipt_key(conversation, user), kind, seq).await
+    }
+
+    /// The user's folded watermarks in each conversation, in one round trip per 256 conversations.
+    pub async fn user_watermarks(&self, user: &Id, conversations: &[Id]) -> Result<HashMap<Id, ReceiptRecord>, StoreError> {
+        let subject_of = |conversation: &Id| format!("{}{}", self.bucket.prefix, subjects::user_receipt_key(conversation, user));
+        let subjects: Vec<String> = conversations.iter().map(subject_of).collect();
+        let found = batch_get::last_messages(&self.client, &self.bucket.stream_name, &subjects).await?;
+        let mut watermarks = HashMap::with_capacity(found.len());
+        for conversation in conversations {
+            if let Some(last) = found.get(&subject_of(conversation)) {
+                watermarks.insert(conversation.clone(), ReceiptRecord::from_bytes(&last.payload).map_err(StoreError::internal)?);
+            }
+        }
+        Ok(watermarks)
+    }
+
+    pub async fn watermarks(&self, conversation: &Id, user: &Id) -> Result<ReceiptRecord, StoreError> {
+        let entry = self.bucket.entry(subjects::user_receipt_key(conversation, user)).await.map_err(|error| from_nats("failed to read receipts", error))?;
+        match entry {
+            Some(entry) if entry.operation == kv::Operation::Put => ReceiptRecord::from_bytes(&entry.value).map_err(StoreError::internal),
+            _ => Ok(ReceiptRecord::default()),
+        }
+    }
+
+    async fn advance_key(&self, key: &str, kind: ReceiptKind, seq: u64) -> Result<bool, StoreError> {
+        for _ in 0..MAX_CAS_ATTEMPTS {
+            let entry = self.bucket.entry(key).await.map_err(|error| from_nats("failed to read receipts", error))?;
+            let (mut record, revision) = match entry {
+                Some(entry) if entry.operation == kv::Operation::Put => {
+                    (ReceiptRecord::from_bytes(&entry.value).map_err(StoreError::internal)?, Some(entry.revision))
+                }
+                _ => (ReceiptRecord { v: 1, ..ReceiptRecord::default() }, None),
+            };
+            let watermark = match kind {
+                ReceiptKind::Read => &mut record.read,
+                ReceiptKind::Delivered => &mut record.delivered,
+            };
+            if *watermark >= seq {
+                return Ok(false);
+            }
+            *watermark = seq;
+            // Whatever has been read has been delivered.
+            record.delivered = record.delivered.max(record.read);
+            record.v = 1;
+            let written = match revision {
+                Some(revision) => match self.bucket.update(key, record.to_bytes().into(), revision).await {
+                    Ok(_) => true,
+                    Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => false,
+                    Err(error) => return Err(from_nats("failed to write receipts", error)),
+                },
+                None => match self.bucket.create(key, record.to_bytes().into()).await {
+                    Ok(_) => true,
+                    Err(error) if error.kind() == CreateErrorKind::AlreadyExists => false,
+                    Err(error) => return Err(from_nats("failed to write receipts", error)),
+                },
+            };
+            if written {
+                return Ok(true);
+            }
+        }
+        Err(StoreError::Unavailable(format!("receipt {key} is too contended; retry")))
+    }
+}
