@@ -14,9 +14,9 @@ async fn expect_error(socket: &mut WsClient, id: Option<&str>, code: ErrorCode) 
     let frame = match id {
         Some(id) => socket.reply_to(id, WAIT).await?,
         None => loop {
-            // Deliveries of earlier sends may come first; an id-less error is the next non-message frame.
+            // Deliveries and receipts of earlier sends may come first; an id-less error is the next other frame.
             match socket.next_frame(WAIT).await? {
-                ServerFrame::Message { .. } => continue,
+                ServerFrame::Message { .. } | ServerFrame::Receipt { .. } | ServerFrame::Presence { .. } => continue,
                 other => break other,
             }
         },

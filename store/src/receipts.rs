@@ -4,6 +4,7 @@
 //! construction. A lower `seq` never moves a watermark back.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
 use schemas::{ReceiptKind, ReceiptRecord};
@@ -23,15 +24,22 @@ pub struct WatermarkMove {
     pub user_moved: bool,
 }
 
+/// Beyond this many remembered records the memory starts over; a miss costs one extra read.
+const MAX_REMEMBERED_RECORDS: usize = 100_000;
+
 #[derive(Clone)]
 pub struct Receipts {
     client: async_nats::Client,
     bucket: kv::Store,
+    /// The last record (and its revision) this process wrote or read per key: the next
+    /// compare-and-set tries it directly, one round trip instead of two while no one else wrote.
+    /// Watermarks only grow, so a remembered value that already covers a `seq` is proof enough.
+    remembered: Arc<Mutex<HashMap<String, (u64, ReceiptRecord)>>>,
 }
 
 impl Receipts {
     pub fn new(client: async_nats::Client, storage: &Storage) -> Receipts {
-        Receipts { client, bucket: storage.receipts.clone() }
+        Receipts { client, bucket: storage.receipts.clone(), remembered: Arc::default() }
     }
 
     /// Moves the device's and the user's `kind` watermark up to `seq` (never down).
@@ -70,12 +78,15 @@ impl Receipts {
 
     async fn advance_key(&self, key: &str, kind: ReceiptKind, seq: u64) -> Result<bool, StoreError> {
         for _ in 0..MAX_CAS_ATTEMPTS {
-            let entry = self.bucket.entry(key).await.map_err(|error| from_nats("failed to read receipts", error))?;
-            let (mut record, revision) = match entry {
-                Some(entry) if entry.operation == kv::Operation::Put => {
-                    (ReceiptRecord::from_bytes(&entry.value).map_err(StoreError::internal)?, Some(entry.revision))
-                }
-                _ => (ReceiptRecord { v: 1, ..ReceiptRecord::default() }, None),
+            let remembered = self.remembered.lock().expect("receipt memory lock poisoned").get(key).cloned();
+            let (mut record, revision) = match remembered {
+                Some((revision, record)) => (record, Some(revision)),
+                None => match self.bucket.entry(key).await.map_err(|error| from_nats("failed to read receipts", error))? {
+                    Some(entry) if entry.operation == kv::Operation::Put => {
+                        (ReceiptRecord::from_bytes(&entry.value).map_err(StoreError::internal)?, Some(entry.revision))
+                    }
+                    _ => (ReceiptRecord { v: 1, ..ReceiptRecord::default() }, None),
+                },
             };
             let watermark = match kind {
                 ReceiptKind::Read => &mut record.read,
@@ -90,18 +101,29 @@ impl Receipts {
             record.v = 1;
             let written = match revision {
                 Some(revision) => match self.bucket.update(key, record.to_bytes().into(), revision).await {
-                    Ok(_) => true,
-                    Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => false,
+                    Ok(new_revision) => Some(new_revision),
+                    Err(error) if error.kind() == UpdateErrorKind::WrongLastRevision => None,
                     Err(error) => return Err(from_nats("failed to write receipts", error)),
                 },
                 None => match self.bucket.create(key, record.to_bytes().into()).await {
-                    Ok(_) => true,
-                    Err(error) if error.kind() == CreateErrorKind::AlreadyExists => false,
+                    Ok(new_revision) => Some(new_revision),
+                    Err(error) if error.kind() == CreateErrorKind::AlreadyExists => None,
                     Err(error) => return Err(from_nats("failed to write receipts", error)),
                 },
             };
-            if written {
-                return Ok(true);
+            let mut remembered = self.remembered.lock().expect("receipt memory lock poisoned");
+            match written {
+                Some(new_revision) => {
+                    if remembered.len() >= MAX_REMEMBERED_RECORDS {
+                        remembered.clear();
+                    }
+                    remembered.insert(key.to_owned(), (new_revision, record));
+                    return Ok(true);
+                }
+                // Someone else wrote this key: forget what we knew and read it again.
+                None => {
+                    remembered.remove(key);
+                }
             }
         }
         Err(StoreError::Unavailable(format!("receipt {key} is too contended; retry")))

@@ -1,0 +1,194 @@
+//! The system a run measures: nats-server, redis-server and the release `natter` roles as separate processes, tokens, and the groups.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use devservers::{NatsServer, RedisServer};
+use futures::StreamExt;
+use tokio::process::Child;
+
+use crate::plan::Population;
+
+/// Generous: a release gateway is up in well under a second, but the box is shared.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Group creations in flight at once during setup.
+const SETUP_CONCURRENCY: usize = 16;
+
+/// Where the load goes, whoever started it: gateway addresses, NATS, the token secret, and pids to sample.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub gateways: Vec<SocketAddr>,
+    pub nats_url: String,
+    pub jwt_secret: String,
+    /// (name, pid) of every server process whose CPU and RSS the report shows.
+    pub processes: Vec<(String, u32)>,
+}
+
+impl Target {
+    /// A token for `user`, HS256 with the shared secret, exactly as the gateway checks it.
+    pub fn token(&self, user: &str) -> String {
+        let claims = schemas::TokenClaims {
+            sub: user.to_owned(),
+            exp: (crate::clock::unix_nanos_now() / 1_000_000_000) + 24 * 3600,
+            iss: None,
+            aud: None,
+        };
+        let key = jsonwebtoken::EncodingKey::from_secret(self.jwt_secret.as_bytes());
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).expect("HS256 signing cannot fail")
+    }
+
+    pub fn http_url(&self, gateway: usize) -> String {
+        format!("http://{}", self.gateways[gateway % self.gateways.len()])
+    }
+
+    pub fn ws_url(&self, gateway: usize, user: &str, device: &str, resume: bool) -> String {
+        let resume = if resume { "&resume=1" } else { "" };
+        format!("ws://{}/v1/ws?token={}&device={device}{resume}", self.gateways[gateway % self.gateways.len()], self.token(user))
+    }
+}
+
+/// Natter started by the load generator; everything is stopped when this is dropped.
+pub struct SystemUnderTest {
+    pub target: Target,
+    roles: Vec<Child>,
+    _redis: RedisServer,
+    _nats: NatsServer,
+    _store: tempfile::TempDir,
+}
+
+impl SystemUnderTest {
+    pub async fn start(natter_binary: &Path, gateways: usize, fanouts: usize) -> anyhow::Result<SystemUnderTest> {
+        anyhow::ensure!(natter_binary.is_file(), "no natter binary at {} (build it: cargo build --release -p natter)", natter_binary.display());
+        let store = tempfile::Builder::new().prefix("natter-loadgen-").tempdir().context("failed to create a store dir")?;
+        let nats = NatsServer::start(&store.path().join("nats")).await?;
+        let redis = RedisServer::start(&store.path().join("redis")).await?;
+        let jwt_secret = random_secret();
+        let mut processes = vec![("nats-server".to_owned(), nats.pid()), ("redis-server".to_owned(), redis.pid())];
+        let mut roles = Vec::new();
+        let mut addresses = Vec::new();
+        let http = reqwest::Client::new();
+        for gateway in 0..gateways {
+            let address = free_address()?;
+            let child = spawn_role(natter_binary, "gateway", &nats.client_url(), &redis.url(), &jwt_secret, Some(address), &store.path().join(format!("gateway-{gateway}.log")))?;
+            processes.push((format!("gateway-{gateway}"), child.id().context("gateway pid")?));
+            roles.push(child);
+            wait_for_health(&http, address).await?;
+            addresses.push(address);
+        }
+        for fanout in 0..fanouts {
+            let child = spawn_role(natter_binary, "fanout", &nats.client_url(), &redis.url(), &jwt_secret, None, &store.path().join(format!("fanout-{fanout}.log")))?;
+            processes.push((format!("fanout-{fanout}"), child.id().context("fanout pid")?));
+            roles.push(child);
+        }
+        wait_for_fanout_consumer(&nats.client_url()).await?;
+        let target = Target { gateways: addresses, nats_url: nats.client_url(), jwt_secret, processes };
+        Ok(SystemUnderTest { target, roles, _redis: redis, _nats: nats, _store: store })
+    }
+
+    /// SIGTERM to every role, then wait (they close sockets and flush); the servers go when dropped.
+    pub async fn stop(mut self) {
+        for role in &self.roles {
+            if let Some(pid) = role.id() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGTERM);
+            }
+        }
+        for role in &mut self.roles {
+            let _ = tokio::time::timeout(Duration::from_secs(10), role.wait()).await;
+        }
+    }
+}
+
+/// The natter binary beside this executable (both come out of `cargo build --release`).
+pub fn natter_binary_beside_this_one() -> anyhow::Result<PathBuf> {
+    let this = std::env::current_exe().context("cannot find this executable")?;
+    Ok(this.with_file_name("natter"))
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..48).map(|_| rng.sample(rand::distr::Alphanumeric) as char).collect()
+}
+
+fn free_address() -> anyhow::Result<SocketAddr> {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").context("failed to find a free port")?;
+    Ok(probe.local_addr()?)
+}
+
+fn spawn_role(binary: &Path, role: &str, nats_url: &str, redis_url: &str, secret: &str, listen: Option<SocketAddr>, log_path: &Path) -> anyhow::Result<Child> {
+    let log = std::fs::File::create(log_path).with_context(|| format!("failed to create {}", log_path.display()))?;
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .arg(role)
+        .env("NATTER_NATS_URL", nats_url)
+        .env("NATTER_REDIS_URL", redis_url)
+        .env("NATTER_JWT_SECRET", secret)
+        .env("NATTER_DEV_MODE", "0")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true);
+    if let Some(listen) = listen {
+        command.env("NATTER_LISTEN", listen.to_string());
+    }
+    command.spawn().with_context(|| format!("failed to start {} {role}", binary.display()))
+}
+
+async fn wait_for_health(http: &reqwest::Client, address: SocketAddr) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    let url = format!("http://{address}/healthz");
+    loop {
+        if http.get(&url).send().await.is_ok_and(|response| response.status().is_success()) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("gateway at {address} did not answer /healthz within {START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_for_fanout_consumer(nats_url: &str) -> anyhow::Result<()> {
+    let jetstream = async_nats::jetstream::new(async_nats::connect(nats_url).await?);
+    let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+    loop {
+        if let Ok(stream) = jetstream.get_stream(subjects::MESSAGE_STREAM).await
+            && stream.consumer_info(subjects::FANOUT_CONSUMER).await.is_ok()
+        {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the fanout consumer did not appear within {START_TIMEOUT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Creates every group over HTTP, each by its first member; returns the conversation id per group.
+pub async fn create_groups(target: &Target, population: Population) -> anyhow::Result<Vec<String>> {
+    let http = reqwest::Client::new();
+    let creations = futures::stream::iter(0..population.groups).map(|group| {
+        let http = http.clone();
+        async move {
+            let mut members = population.members_of(group).map(crate::plan::user_name);
+            let owner = members.next().expect("groups have members");
+            let others: Vec<String> = members.collect();
+            let response = http
+                .post(format!("{}/v1/conversations", target.http_url(group)))
+                .bearer_auth(target.token(&owner))
+                .json(&serde_json::json!({"kind": "group", "title": format!("loadgen {group}"), "members": others}))
+                .send()
+                .await
+                .with_context(|| format!("create group {group}"))?;
+            let status = response.status();
+            let body: serde_json::Value = response.json().await.with_context(|| format!("create group {group}: body"))?;
+            anyhow::ensure!(status.is_success(), "create group {group}: {status} {body}");
+            body["id"].as_str().map(str::to_owned).with_context(|| format!("create group {group}: no id in {body}"))
+        }
+    });
+    creations.buffered(SETUP_CONCURRENCY).collect::<Vec<_>>().await.into_iter().collect()
+}
