@@ -19,6 +19,8 @@ pub struct GatewayConfig {
     /// The server pings every socket this often; a socket silent for twice this long is closed
     /// (1001 "heartbeat timeout") and its device stops counting as online.
     pub heartbeat_interval: Duration,
+    /// Upload caps, allowed types and signed-URL lifetimes.
+    pub media: crate::media_settings::MediaSettings,
 }
 
 /// Default heartbeat: frequent enough to notice a vanished phone within a minute, rare enough to cost little.
@@ -60,7 +62,7 @@ impl Default for Limits {
             outbound_queue_frames: 1024,
             max_protocol_errors: 20,
             sync_send_timeout: Duration::from_secs(30),
-            watermark_flush_interval: Duration::from_millis(100),
+            watermark_flush_interval: Duration::from_millis(250),
         }
     }
 }
@@ -75,6 +77,7 @@ impl GatewayConfig {
             limits: Limits::default(),
             redis_url: None,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
+            media: crate::media_settings::MediaSettings::default(),
         }
     }
 
@@ -103,6 +106,7 @@ impl GatewayConfig {
         if let Some(millis) = get("NATTER_HEARTBEAT_MILLIS") {
             config.heartbeat_interval = Duration::from_millis(millis.parse().context("NATTER_HEARTBEAT_MILLIS must be a whole number of milliseconds")?);
         }
+        config.media = crate::media_settings::MediaSettings::from_environment(environment)?;
         config.validate()?;
         Ok(config)
     }

@@ -1,9 +1,9 @@
-//! The HTTP API of PROTOCOL.md: dev tokens, conversations and members, messages and history.
+//! The HTTP API of PROTOCOL.md: dev tokens, conversations and members, messages and history, media.
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use schemas::{
     AddMemberRequest, ConnectQuery, Conversation, ConversationKind, CreateConversationRequest, DevTokenRequest, HistoryPage, HistoryQuery,
@@ -34,6 +34,12 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages", post(post_message))
         .route("/v1/receipts", post(post_receipt))
         .route("/v1/ws", get(crate::ws::upgrade))
+        .route("/v1/media", post(crate::media_api::create_upload))
+        .route("/v1/media/{id}", get(crate::media_api::metadata))
+        // The upload streams its body itself and enforces the signed size, so the JSON body cap does not apply.
+        .route("/v1/media/{id}/upload", put(crate::media_upload::upload).layer(DefaultBodyLimit::disable()))
+        .route("/v1/media/{id}/file", get(crate::media_download::file))
+        .route("/v1/media/{id}/thumbnail", get(crate::media_download::thumbnail))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)

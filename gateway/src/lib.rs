@@ -8,6 +8,11 @@ mod delivery_hub;
 mod delivery_order;
 mod heartbeat;
 mod http;
+mod media_api;
+mod media_download;
+pub mod media_settings;
+mod media_upload;
+mod media_urls;
 mod outbound;
 mod presence;
 mod presence_scripts;
@@ -50,6 +55,7 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
         .await
         .context("failed to provision streams and buckets")?;
     let (membership, membership_task) = MembershipCache::start(nats.clone(), &storage, shutdown.clone()).await?;
+    let media = store::MediaStorage::provision(nats.clone(), &config.storage).await.context("failed to provision media storage")?;
     let reader = LogReader::new(storage.clone());
     let receipts = Receipts::new(nats.clone(), &storage);
     let (watermarks, watermark_task) =
@@ -79,6 +85,8 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
     };
     let state = AppState {
         auth: Arc::new(Authenticator::new(&config.jwt)),
+        media,
+        media_urls: Arc::new(crate::media_urls::UrlSigner::new(&config.jwt.secret)),
         log: Arc::new(MessageLog::new(storage.clone())),
         reader: reader.clone(),
         conversations,

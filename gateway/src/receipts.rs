@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use futures::StreamExt;
+
 use schemas::{ReceiptKind, ServerFrame};
 use store::{MembershipCache, Receipts};
 use subjects::Id;
@@ -15,6 +17,9 @@ use crate::state::AppState;
 
 /// Watermark changes waiting for the next flush; beyond this many distinct keys, updates are dropped (a later one covers them).
 const COALESCER_QUEUE: usize = 65_536;
+
+/// Watermark writes in flight at once during a flush.
+const FLUSH_CONCURRENCY: usize = 64;
 
 /// A device holds (delivered) or has shown (read) a conversation up to `seq`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,10 +57,17 @@ pub async fn apply_client_receipt(state: &AppState, user: &Id, device: &Id, conv
     Ok(())
 }
 
-/// Moves the watermark and, when the device's watermark moved, sends a `receipt` frame to every member (the user's own devices included).
+/// Moves the watermark and tells the members with a `receipt` frame: for reads whenever the
+/// device's watermark moved (the user's other devices clear their badges too); for deliveries
+/// only when the user's folded watermark moved, and not to the user, since "delivered to bob"
+/// is news to the others once, not once per device.
 async fn apply(receipts: &Receipts, membership: &MembershipCache, nats: &async_nats::Client, update: &WatermarkUpdate) -> Result<(), store::StoreError> {
     let moved = receipts.advance(&update.conversation, &update.user, &update.device, update.kind, update.seq).await?;
-    if !moved.device_moved {
+    let announce = match update.kind {
+        ReceiptKind::Read => moved.device_moved,
+        ReceiptKind::Delivered => moved.user_moved,
+    };
+    if !announce {
         return Ok(());
     }
     let frame = ServerFrame::Receipt {
@@ -66,6 +78,9 @@ async fn apply(receipts: &Receipts, membership: &MembershipCache, nats: &async_n
         seq: update.seq,
     };
     for member in membership.members(&update.conversation).await?.keys() {
+        if update.kind == ReceiptKind::Delivered && *member == update.user {
+            continue;
+        }
         store::publish_event(nats, member, &frame).await?;
     }
     Ok(())
@@ -115,10 +130,13 @@ async fn run_coalescer(
 }
 
 async fn flush(receipts: &Receipts, membership: &MembershipCache, nats: &async_nats::Client, pending: &mut HashMap<WatermarkKey, u64>) {
-    for ((conversation, user, device, kind), seq) in pending.drain() {
-        let update = WatermarkUpdate { conversation, user, device, kind, seq };
-        if let Err(error) = apply(receipts, membership, nats, &update).await {
-            tracing::warn!(%error, conversation = %update.conversation, "failed to write a watermark; a later one will cover it");
-        }
-    }
+    let updates = pending.drain().map(|((conversation, user, device, kind), seq)| WatermarkUpdate { conversation, user, device, kind, seq });
+    // Keys are independent: write many at once, so a flush costs a few round trips, not one per key.
+    futures::stream::iter(updates)
+        .for_each_concurrent(FLUSH_CONCURRENCY, |update| async move {
+            if let Err(error) = apply(receipts, membership, nats, &update).await {
+                tracing::warn!(%error, conversation = %update.conversation, "failed to write a watermark; a later one will cover it");
+            }
+        })
+        .await;
 }

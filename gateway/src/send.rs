@@ -23,6 +23,9 @@ pub async fn send_message(
         other => ApiError::invalid(other.to_string()),
     })?;
     require_member(state, &conversation, sender).await?;
+    if let Some(media_id) = &body.media_id {
+        crate::media_api::require_sendable_media(state, sender, &conversation, media_id).await?;
+    }
     let outcome = state
         .log
         .append(AppendRequest { conversation: conversation.clone(), client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body })

@@ -31,4 +31,8 @@ pub struct AppState {
     /// Every WebSocket connection task, so shutdown can wait for them to close.
     pub connections: TaskTracker,
     pub shutdown: CancellationToken,
+    /// Media records, quarantine and served objects, upload jobs.
+    pub media: store::MediaStorage,
+    /// Signs and checks upload and download URLs.
+    pub media_urls: Arc<crate::media_urls::UrlSigner>,
 }

@@ -10,6 +10,8 @@ pub mod plan;
 pub mod recorder;
 pub mod report;
 pub mod resources;
+pub mod scenario_catchup;
+pub mod scenario_history;
 pub mod scenario_latency;
 pub mod svg_plot;
 pub mod system_under_test;

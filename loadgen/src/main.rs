@@ -66,6 +66,28 @@ enum Scenario {
         #[arg(long)]
         smoke: bool,
     },
+    /// Fill the log (straight into JetStream, in Natter's stored format), then time 50-message pages over HTTP.
+    History {
+        #[command(flatten)]
+        system: SystemArgs,
+        #[arg(long, default_value_t = 10_000)]
+        conversations: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        messages: usize,
+        #[arg(long, default_value_t = 2000)]
+        pages: usize,
+    },
+    /// A device offline while messages arrive over many conversations; time from reconnect to `synced`.
+    Catchup {
+        #[command(flatten)]
+        system: SystemArgs,
+        #[arg(long, default_value_t = 50)]
+        conversations: usize,
+        #[arg(long, default_value_t = 1000)]
+        messages: usize,
+        #[arg(long, default_value_t = 5)]
+        repeats: usize,
+    },
     /// Internal: one worker process, driven over stdin/stdout by the coordinator.
     #[command(hide = true)]
     Worker,
@@ -94,7 +116,57 @@ fn main() -> anyhow::Result<()> {
             let command = std::env::args().collect::<Vec<_>>().join(" ");
             runtime.block_on(run_latency_command(system, options, command))
         }
+        Scenario::History { system, conversations, messages, pages } => {
+            let options = loadgen::scenario_history::HistoryOptions { conversations, messages, pages };
+            runtime.block_on(run_other_scenario(system, "history", |target| async move {
+                let report = loadgen::scenario_history::run_history(&target, &options).await?;
+                Ok(serde_json::to_value(report)?)
+            }))
+        }
+        Scenario::Catchup { system, conversations, messages, repeats } => {
+            let options = loadgen::scenario_catchup::CatchupOptions { conversations, messages, repeats };
+            runtime.block_on(run_other_scenario(system, "catchup", |target| async move {
+                let report = loadgen::scenario_catchup::run_catchup(&target, &options).await?;
+                Ok(serde_json::to_value(report)?)
+            }))
+        }
     }
+}
+
+/// Starts the system, runs one scenario whose figures are free-form JSON, writes them, stops the system.
+async fn run_other_scenario<F, Fut>(system: SystemArgs, scenario: &str, run: F) -> anyhow::Result<()>
+where
+    F: FnOnce(loadgen::system_under_test::Target) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<serde_json::Value>>,
+{
+    let natter_binary = match system.natter_bin {
+        Some(path) => path,
+        None => loadgen::system_under_test::natter_binary_beside_this_one()?,
+    };
+    eprintln!("setup: starting nats-server, redis-server, {} gateway(s) and {} fanout(s)", system.gateways, system.fanouts);
+    let system_under_test = SystemUnderTest::start(&natter_binary, system.gateways, system.fanouts).await?;
+    let started_at = time::OffsetDateTime::now_utc();
+    let outcome = run(system_under_test.target.clone()).await;
+    system_under_test.stop().await;
+    let report = RunReport {
+        scenario: scenario.to_owned(),
+        started_at: started_at.format(&time::format_description::well_known::Rfc3339)?,
+        machine: loadgen::report::describe_machine(),
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+        clients: 0,
+        groups: 0,
+        group_size: 0,
+        gateways: system.gateways,
+        fanouts: system.fanouts,
+        workers: 0,
+        phases: Vec::new(),
+        extra: outcome?,
+    };
+    let out = system.out.unwrap_or_else(|| PathBuf::from(format!("target/bench/{scenario}-{}", started_at.unix_timestamp())));
+    report.write(&out)?;
+    println!("{}", report.markdown());
+    eprintln!("results: {}", out.display());
+    Ok(())
 }
 
 async fn run_latency_command(system: SystemArgs, options: LatencyOptions, command: String) -> anyhow::Result<()> {

@@ -63,6 +63,9 @@ pub struct PhaseReport {
     pub errors: u64,
     pub first_error: Option<String>,
     pub processes: Vec<ProcessUsage>,
+    /// Appends per second to each JetStream stream during the window (the log and every KV bucket).
+    #[serde(default)]
+    pub stream_writes_per_second: Vec<(String, f64)>,
     /// (percentile, ms) points of the delivery latency distribution, for the plot.
     pub curve: Vec<(f64, f64)>,
 }
@@ -108,6 +111,7 @@ impl PhaseReport {
             errors,
             first_error,
             processes,
+            stream_writes_per_second: Vec::new(),
             curve,
         }
     }
@@ -140,6 +144,10 @@ impl RunReport {
         let mut text = String::new();
         let _ = writeln!(text, "Scenario `{}`, {} clients in {} groups of {}, {} gateway(s), {} fanout(s), {} client worker process(es).", self.scenario, self.clients, self.groups, self.group_size, self.gateways, self.fanouts, self.workers);
         let _ = writeln!(text, "Machine: {}. Started {}.\n", self.machine, self.started_at);
+        if self.phases.is_empty() {
+            let _ = writeln!(text, "```json\n{}\n```", serde_json::to_string_pretty(&self.extra).unwrap_or_default());
+            return text;
+        }
         let _ = writeln!(text, "Latency = due time of the send → `message` frame at each of the other 9 members (ms).\n");
         let _ = writeln!(text, "| system | sends/s | window s | p50 | p95 | p99 | p99.9 | max | p99 × baseline | own echo p99 | ack p50 | ack p99 | frames/s | acks/s | missing | errors |");
         let _ = writeln!(text, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
@@ -163,6 +171,14 @@ impl RunReport {
                 let _ = writeln!(text, "| {} | {} | {} | {:.0} | {:.1} |", phase.system, phase.rate_per_second, process.name, process.cpu_percent, process.peak_rss_mib);
             }
         }
+        let _ = writeln!(text, "\nJetStream appends per second during the window, per stream (KV buckets are `KV_<bucket>`):\n");
+        let _ = writeln!(text, "| system | sends/s | stream | appends/s |");
+        let _ = writeln!(text, "|---|---:|---|---:|");
+        for phase in &self.phases {
+            for (stream, rate) in &phase.stream_writes_per_second {
+                let _ = writeln!(text, "| {} | {} | {stream} | {rate:.0} |", phase.system, phase.rate_per_second);
+            }
+        }
         let errors: Vec<String> = self.phases.iter().filter_map(|phase| phase.first_error.as_ref().map(|error| format!("* {} at {}/s: {error}", phase.system, phase.rate_per_second))).collect();
         if !errors.is_empty() {
             let _ = writeln!(text, "\nFirst error per phase:\n\n{}", errors.join("\n"));
@@ -178,7 +194,9 @@ impl RunReport {
         std::fs::create_dir_all(directory).with_context(|| format!("failed to create {}", directory.display()))?;
         std::fs::write(directory.join("report.json"), serde_json::to_string_pretty(self)?)?;
         std::fs::write(directory.join("report.md"), self.markdown())?;
-        std::fs::write(directory.join("latency.svg"), crate::svg_plot::percentile_plot(&self.phases))?;
+        if !self.phases.is_empty() {
+            std::fs::write(directory.join("latency.svg"), crate::svg_plot::percentile_plot(&self.phases))?;
+        }
         Ok(())
     }
 }

@@ -13,6 +13,11 @@ const PHASE_LEAD_TIME: Duration = Duration::from_millis(1500);
 /// Extra time, beyond a phase's own length, before the coordinator gives up on its workers.
 const PHASE_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
 
+/// Between phases: no stream may grow for this long before the next phase starts …
+const SETTLE_QUIET_PERIOD: Duration = Duration::from_secs(1);
+/// … or until this much time has passed (then the next phase starts anyway, and the report's stream table shows it).
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Clone)]
 pub enum WorkerMode {
     /// Child processes of this executable (`<executable> worker`), so their CPU is visible and separate.
@@ -105,12 +110,10 @@ pub async fn run_latency(target: &Target, options: &LatencyOptions) -> anyhow::R
         natter_workers.push(index);
     }
     let mut baseline_workers = Vec::new();
-    let mut baseline_fanout = None;
     if options.baseline {
         crate::baseline::provision(&target.nats_url).await?;
         let fanout = spawn_worker(&mut pool, &options.worker_mode, "baseline-fanout")?;
         pool.workers[fanout].send(Command::BaselineFanout { population, nats_url: target.nats_url.clone() })?;
-        baseline_fanout = Some(fanout);
         let publisher = spawn_worker(&mut pool, &options.worker_mode, "baseline-publisher")?;
         pool.workers[publisher].send(Command::BaselinePublisher { population, nats_url: target.nats_url.clone() })?;
         baseline_workers.push(publisher);
@@ -124,19 +127,19 @@ pub async fn run_latency(target: &Target, options: &LatencyOptions) -> anyhow::R
     let every_worker: Vec<usize> = (0..pool.workers.len()).collect();
     pool.wait_ready(&every_worker).await?;
 
-    let mut natter_processes = target.processes.clone();
-    natter_processes.extend(natter_workers.iter().filter_map(|&index| pool.workers[index].pid().map(|pid| (format!("loadgen {}", pool.workers[index].name), pid))));
-    let mut baseline_processes: Vec<(String, u32)> = target.processes.iter().filter(|(name, _)| name == "nats-server").cloned().collect();
-    baseline_processes.extend(baseline_workers.iter().chain(baseline_fanout.iter()).filter_map(|&index| pool.workers[index].pid().map(|pid| (format!("loadgen {}", pool.workers[index].name), pid))));
+    // Every phase samples every process (Natter's and the baseline's), so a backlog still being worked
+    // off by the other system shows up in the table instead of hiding under "other processes".
+    let mut sampled_processes = target.processes.clone();
+    sampled_processes.extend(pool.workers.iter().filter_map(|worker| worker.pid().map(|pid| (format!("loadgen {}", worker.name), pid))));
 
     let mut reports = Vec::new();
     for repeat in 0..options.repeats {
         for &rate in &options.rates {
-            let mut systems = vec![("natter", &natter_workers, &natter_processes)];
+            let mut systems = vec![("natter", &natter_workers)];
             if options.baseline {
-                systems.push(("baseline", &baseline_workers, &baseline_processes));
+                systems.push(("baseline", &baseline_workers));
             }
-            for (system, participants, processes) in systems {
+            for (system, participants) in systems {
                 let phase = Phase {
                     tag: format!("{}{}r{repeat}", &system[..1], rate as u64),
                     epoch_unix_nanos: crate::clock::unix_nanos_now() + PHASE_LEAD_TIME.as_nanos() as u64,
@@ -151,16 +154,23 @@ pub async fn run_latency(target: &Target, options: &LatencyOptions) -> anyhow::R
                     pool.workers[index].send(Command::Run { phase: phase.clone() })?;
                 }
                 let (window_start, window_end) = phase.measured_window_unix_nanos();
-                let sampler = tokio::spawn(crate::resources::measure_window(processes.clone(), window_start, window_end));
+                let sampler = tokio::spawn(crate::resources::measure_window(sampled_processes.clone(), window_start, window_end));
+                let stream_writes = tokio::spawn(crate::resources::measure_stream_writes(target.nats_url.clone(), window_start, window_end));
                 let timeout = Duration::from_secs_f64(options.warmup_seconds + options.measure_seconds + options.drain_seconds) + PHASE_LEAD_TIME + PHASE_TIMEOUT_MARGIN;
                 let results = pool.collect_phase(participants, &format!("{system} {rate}/s"), timeout).await?;
                 let usage = sampler.await.unwrap_or_default();
-                let report = PhaseReport::from_workers(system, &phase, &results, usage);
+                let mut report = PhaseReport::from_workers(system, &phase, &results, usage);
+                report.stream_writes_per_second = stream_writes.await.unwrap_or_default();
                 eprintln!(
                     "  {system} {rate}/s: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {} of {} deliveries, {} errors",
                     report.latency_ms.p50, report.latency_ms.p99, report.latency_ms.p99_9, report.latency_ms.max, report.deliveries, report.expected_deliveries, report.errors
                 );
                 reports.push(report);
+                // A system that fell behind is still working off its backlog; the next phase must not pay for it.
+                let waited = crate::resources::wait_until_streams_settle(&target.nats_url, SETTLE_QUIET_PERIOD, SETTLE_LIMIT).await;
+                if waited > SETTLE_QUIET_PERIOD * 2 {
+                    eprintln!("  waited {:.1} s for JetStream to settle before the next phase", waited.as_secs_f64());
+                }
             }
         }
     }

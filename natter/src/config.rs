@@ -17,6 +17,8 @@ pub const LISTEN: &str = "NATTER_LISTEN";
 pub const DATA_DIR: &str = "NATTER_DATA_DIR";
 pub const JWT_SECRET: &str = "NATTER_JWT_SECRET";
 pub const DEV_MODE: &str = "NATTER_DEV_MODE";
+pub const CLAMD_ADDRESS: &str = "NATTER_CLAMD_ADDRESS";
+pub const MEDIA_SIGNATURES_DIR: &str = "NATTER_MEDIA_SIGNATURES_DIR";
 
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_LISTEN_ADDRESS: &str = "127.0.0.1:8080";
@@ -46,6 +48,19 @@ const KNOWN_FILE_KEYS: &[&str] = &[
     "duplicate_window_secs",
     // fanout::FanoutConfig
     "fanout_ack_wait_secs",
+    // gateway::media_settings::MediaSettings
+    "media_max_bytes",
+    "media_upload_url_secs",
+    "media_download_url_secs",
+    "public_base_url",
+    // media::MediaWorkerConfig (clamd_address also tells `natter run` not to start its own clamd)
+    "clamd_address",
+    "media_ack_wait_secs",
+    "media_scan_timeout_secs",
+    "media_max_image_side",
+    "media_max_decode_bytes",
+    // natter run's local clamd
+    "media_signatures_dir",
 ];
 
 /// The merged `NATTER_*` settings. Roles get the whole map; the launcher reads its own keys through the accessors.

@@ -1,4 +1,4 @@
-//! `natter run`: local NATS and Redis when none is configured, then the gateway and one fanout worker in this process.
+//! `natter run`: local NATS, Redis and clamd when none is configured, then the gateway, one fanout worker and (with a clamd) one media worker in this process.
 //!
 //! Shutdown order: the root token is cancelled (signal, or either role ending) → both roles finish
 //! under a hard deadline → Redis and NATS get SIGTERM and are waited for. The servers run in their
@@ -13,7 +13,7 @@ use anyhow::{Context, anyhow, bail};
 use tokio::task::{self, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{self, DEV_MODE, JWT_SECRET, NATS_URL, NatterConfig};
+use crate::config::{self, CLAMD_ADDRESS, DEV_MODE, JWT_SECRET, NATS_URL, NatterConfig};
 use crate::dev_secret::load_or_create_dev_secret;
 use crate::local_services::LocalServices;
 use crate::roles::{bind_listener, connect_nats};
@@ -82,6 +82,12 @@ async fn run_roles(
     role_names.insert(gateway_task.id(), "gateway");
     let fanout_task = roles.spawn(fanout::run(fanout_config, fanout_nats, shutdown.clone()));
     role_names.insert(fanout_task.id(), "fanout");
+    if config.get(CLAMD_ADDRESS).is_some() {
+        let media_config = media::MediaWorkerConfig::from_environment(config.environment())?;
+        let media_nats = connect_nats(&config, "natter-media").await?;
+        let media_task = roles.spawn(media::run(media_config, media_nats, shutdown.clone()));
+        role_names.insert(media_task.id(), "media");
+    }
     wait_for_roles(roles, &role_names, shutdown).await
 }
 

@@ -26,6 +26,7 @@ pub fn init_tracing() {
 pub enum Role {
     Gateway,
     Fanout,
+    Media,
 }
 
 /// The whole life of a single-role binary: config from `NATTER_CONFIG` and the environment, tracing, signals, the role.
@@ -37,6 +38,7 @@ pub async fn run_single_role(role: Role) -> anyhow::Result<()> {
     let outcome = match role {
         Role::Gateway => roles::run_gateway(&config, shutdown).await,
         Role::Fanout => roles::run_fanout(&config, shutdown).await,
+        Role::Media => roles::run_media(&config, shutdown).await,
     };
     signal_task.abort();
     outcome

@@ -1,17 +1,18 @@
-//! The `nats-server` and `redis-server` that `natter run` starts when none is configured, and their graceful stop.
+//! The `nats-server`, `redis-server` and `clamd` that `natter run` starts when none is configured, and their graceful stop.
 
 use std::path::Path;
 
 use anyhow::Context;
-use devservers::{NatsServer, NatsServerOptions, RedisServer, RedisServerOptions};
+use devservers::{ClamdServer, NatsServer, NatsServerOptions, RedisServer, RedisServerOptions};
 
-use crate::config::{NATS_URL, NatterConfig, REDIS_URL};
+use crate::config::{CLAMD_ADDRESS, MEDIA_SIGNATURES_DIR, NATS_URL, NatterConfig, REDIS_URL};
 
 /// Child servers owned by the launcher. Call [`LocalServices::stop`] on every path out: dropping the value
 /// still kills the children, but with SIGKILL, which makes JetStream recover its store on the next start.
 pub struct LocalServices {
     nats: Option<NatsServer>,
     redis: Option<RedisServer>,
+    clamd: Option<ClamdServer>,
 }
 
 impl LocalServices {
@@ -24,6 +25,7 @@ impl LocalServices {
         let mut services = LocalServices {
             nats: None,
             redis: None,
+            clamd: None,
         };
         if config.get(NATS_URL).is_none() {
             // Own process group: a Ctrl-C in the terminal reaches only the launcher, which stops the
@@ -57,6 +59,18 @@ impl LocalServices {
                 }
             }
         }
+        if config.get(CLAMD_ADDRESS).is_none() {
+            // Optional: without clamd, chat works and uploads stay pending (nothing unscanned is ever served).
+            let signatures = config.get(MEDIA_SIGNATURES_DIR).map(std::path::PathBuf::from).unwrap_or_else(default_signature_dir);
+            match ClamdServer::start(&signatures, &data_dir.join("clamd")).await {
+                Ok(clamd) => {
+                    tracing::info!(address = %clamd.address(), "local clamd started");
+                    config.set_if_unset(CLAMD_ADDRESS, clamd.address());
+                    services.clamd = Some(clamd);
+                }
+                Err(error) => tracing::warn!(error = %format!("{error:#}"), "no clamd: media uploads will stay pending; run `cargo xtask setup`"),
+            }
+        }
         Ok(services)
     }
 
@@ -75,6 +89,9 @@ impl LocalServices {
                 nats.log_path().display()
             ));
         }
+        if let Some(clamd) = &self.clamd {
+            lines.push(format!("clamd:     {} (local clamd, log {})", clamd.address(), clamd.log_path().display()));
+        }
         if let Some(redis) = &self.redis {
             lines.push(format!(
                 "Redis:     {} (local redis-server, log {})",
@@ -88,6 +105,9 @@ impl LocalServices {
     /// SIGTERM each server and wait for it to exit (SIGKILL after the grace period). Redis goes first:
     /// nothing durable lives there, while NATS may still be flushing JetStream.
     pub async fn stop(mut self) {
+        if let Some(mut clamd) = self.clamd.take() {
+            clamd.stop().await;
+        }
         if let Some(mut redis) = self.redis.take() {
             redis.stop().await;
             tracing::info!("local redis-server stopped");
@@ -97,4 +117,10 @@ impl LocalServices {
             tracing::info!("local nats-server stopped");
         }
     }
+}
+
+/// The repo's `media-signatures/` (the checkout this was built from), else `./media-signatures`.
+fn default_signature_dir() -> std::path::PathBuf {
+    let in_checkout = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("media-signatures");
+    if in_checkout.is_dir() { in_checkout } else { std::path::PathBuf::from("media-signatures") }
 }

@@ -28,6 +28,8 @@ enum Command {
     Gateway,
     /// Only a fanout worker, against the configured NATS.
     Fanout,
+    /// Only a media worker (scan, thumbnails), against the configured NATS and NATTER_CLAMD_ADDRESS.
+    Media,
     /// Print a token for USER, signed with NATTER_JWT_SECRET or the dev secret in the data directory.
     Token {
         user: String,
@@ -49,6 +51,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run => launcher::run_all_in_one(config, shutdown).await,
         Command::Gateway => roles::run_gateway(&config, shutdown).await,
         Command::Fanout => roles::run_fanout(&config, shutdown).await,
+        Command::Media => roles::run_media(&config, shutdown).await,
         Command::Token { user, data_dir } => {
             let data_dir = data_dir.unwrap_or_else(|| config.data_dir());
             token::mint_token(&config, &user, &data_dir).map(|token| println!("{token}"))

@@ -1,4 +1,4 @@
-//! One role against the configured NATS: `natter gateway` and `natter fanout`, and the connect and bind steps `natter run` shares.
+//! One role against the configured NATS: `natter gateway`, `natter fanout` and `natter media`, and the connect and bind steps `natter run` shares.
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -38,4 +38,11 @@ pub async fn run_fanout(config: &NatterConfig, shutdown: CancellationToken) -> a
     let fanout_config = fanout::FanoutConfig::from_environment(config.environment())?;
     let nats = connect_nats(config, "natter-fanout").await?;
     fanout::run(fanout_config, nats, shutdown).await
+}
+
+/// `natter media`: the same as the `natter-media` binary, with the config file honoured too.
+pub async fn run_media(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let media_config = media::MediaWorkerConfig::from_environment(config.environment())?;
+    let nats = connect_nats(config, "natter-media").await?;
+    media::run(media_config, nats, shutdown).await
 }

@@ -5,6 +5,7 @@
 
 mod client_frames;
 mod error_code;
+mod media;
 mod message;
 mod records;
 mod rest;
@@ -12,6 +13,10 @@ mod server_frames;
 
 pub use client_frames::{parse_client_frame, ClientFrame, FrameError, FrameId};
 pub use error_code::ErrorCode;
+pub use media::{
+    CreateMediaRequest, CreateMediaResponse, DownloadGrantQuery, MediaInfo, MediaJob, MediaRecord, MediaShareRecord, MediaStatus, ThumbnailInfo,
+    UploadGrantQuery,
+};
 pub use message::{Body, BodyError, Message};
 pub use records::{
     decode_stored_message, encode_stored_message, ClientMsgIdRecord, ConversationKind, ConversationRecord, MemberRecord,

@@ -62,6 +62,13 @@ pub enum ServerFrame {
         #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
         last_seen: Option<Timestamp>,
     },
+    /// The caller's upload was scanned: `ready` (usable in a message) or `rejected` with a reason.
+    Media {
+        media_id: String,
+        status: crate::MediaStatus,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

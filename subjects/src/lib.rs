@@ -5,7 +5,9 @@
 
 mod ids;
 mod layout;
+mod media;
 pub mod redis_keys;
 
 pub use ids::{Id, InvalidId};
 pub use layout::*;
+pub use media::*;

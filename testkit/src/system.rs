@@ -1,4 +1,4 @@
-//! A whole Natter started for one test: a real nats-server and redis-server on free ports, gateways and fanout workers in-process on port 0.
+//! A whole Natter started for one test: a real nats-server and redis-server (and, when asked, clamd) on free ports, gateways and workers in-process on port 0.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -6,12 +6,13 @@ use std::time::Duration;
 use anyhow::Context;
 use fanout::FanoutConfig;
 use gateway::GatewayConfig;
+use media::MediaWorkerConfig;
 use subjects::Id;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Api, NatsServer, RedisServer, WsClient};
+use crate::{Api, ClamdServer, NatsServer, RedisServer, WsClient};
 
 const TEST_SECRET: &str = "natter-test-secret-that-is-long-enough-for-hs256";
 
@@ -27,6 +28,8 @@ pub struct SystemBuilder {
     gateway_config: GatewayConfig,
     fanout_config: FanoutConfig,
     with_redis: bool,
+    with_media: bool,
+    media_config: MediaWorkerConfig,
 }
 
 impl SystemBuilder {
@@ -56,6 +59,16 @@ impl SystemBuilder {
         self
     }
 
+    /// Also start clamd (with the repo's signatures) and one media worker; off by default so other tests stay fast.
+    pub fn with_media(mut self) -> Self {
+        self.with_media = true;
+        self
+    }
+    pub fn media_config(mut self, change: impl FnOnce(&mut MediaWorkerConfig)) -> Self {
+        change(&mut self.media_config);
+        self
+    }
+
     pub async fn start(self) -> anyhow::Result<TestSystem> {
         crate::init_tracing();
         let store = tempfile::tempdir().context("failed to create a store dir")?;
@@ -64,6 +77,14 @@ impl SystemBuilder {
             true => Some(RedisServer::start(&store.path().join("redis")).await?),
             false => None,
         };
+        let clamd = match self.with_media {
+            true => Some(ClamdServer::start(&media_signature_dir(), &store.path().join("clamd")).await?),
+            false => None,
+        };
+        let mut media_config = self.media_config;
+        if let Some(clamd) = &clamd {
+            media_config.clamd_address = clamd.address();
+        }
         let mut gateway_config = self.gateway_config;
         gateway_config.redis_url = redis.as_ref().map(RedisServer::url);
         let mut system = TestSystem {
@@ -72,6 +93,9 @@ impl SystemBuilder {
             _store: store,
             gateways: Vec::new(),
             fanouts: Vec::new(),
+            clamd,
+            media_workers: Vec::new(),
+            media_config,
             gateway_config,
             fanout_config: self.fanout_config,
             http: reqwest::Client::new(),
@@ -81,6 +105,9 @@ impl SystemBuilder {
         }
         for _ in 0..self.fanouts {
             system.add_fanout().await?;
+        }
+        if self.with_media {
+            system.add_media_worker().await?;
         }
         Ok(system)
     }
@@ -93,6 +120,9 @@ pub struct TestSystem {
     _store: TempDir,
     gateways: Vec<Running>,
     fanouts: Vec<Running>,
+    clamd: Option<ClamdServer>,
+    media_workers: Vec<Running>,
+    media_config: MediaWorkerConfig,
     gateway_config: GatewayConfig,
     fanout_config: FanoutConfig,
     http: reqwest::Client,
@@ -108,7 +138,17 @@ impl TestSystem {
         let mut fanout_config = FanoutConfig::default();
         // Short, so a killed worker's messages come back quickly in tests.
         fanout_config.ack_wait = Duration::from_secs(2);
-        SystemBuilder { gateways: 1, fanouts: 1, gateway_config: GatewayConfig::for_development(TEST_SECRET), fanout_config, with_redis: true }
+        // Short, so a killed media worker's job comes back quickly in tests.
+        let media_config = MediaWorkerConfig { ack_wait: Duration::from_secs(3), scan_timeout: Duration::from_secs(2), ..MediaWorkerConfig::default() };
+        SystemBuilder {
+            gateways: 1,
+            fanouts: 1,
+            gateway_config: GatewayConfig::for_development(TEST_SECRET),
+            fanout_config,
+            with_redis: true,
+            with_media: false,
+            media_config,
+        }
     }
 
     pub async fn connect_nats(&self) -> anyhow::Result<async_nats::Client> {
@@ -160,6 +200,49 @@ impl TestSystem {
         if let Some(task) = self.fanouts[index].task.take() {
             task.abort();
         }
+    }
+
+    /// Starts another media worker with the system's media config; returns its index once its consumer exists.
+    pub async fn add_media_worker(&mut self) -> anyhow::Result<usize> {
+        self.add_media_worker_with(|_| {}).await
+    }
+
+    /// Starts a media worker with a changed config (e.g. a clamd that never answers, to be killed mid-scan).
+    pub async fn add_media_worker_with(&mut self, change: impl FnOnce(&mut MediaWorkerConfig)) -> anyhow::Result<usize> {
+        let mut config = self.media_config.clone();
+        change(&mut config);
+        let nats = self.connect_nats().await?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(media::run(config, nats, shutdown.clone()));
+        self.media_workers.push(Running { address: None, shutdown, task: Some(task) });
+        let jetstream = async_nats::jetstream::new(self.connect_nats().await?);
+        crate::wait_until("the media consumer exists", Duration::from_secs(20), || {
+            let jetstream = jetstream.clone();
+            async move {
+                match jetstream.get_stream(subjects::MEDIA_JOBS_STREAM).await {
+                    Ok(stream) => stream.consumer_info(subjects::MEDIA_CONSUMER).await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await?;
+        Ok(self.media_workers.len() - 1)
+    }
+
+    /// Drops a media worker mid-job: its NATS connection closes with the job unacked, as after SIGKILL.
+    pub fn kill_media_worker(&mut self, index: usize) {
+        if let Some(task) = self.media_workers[index].task.take() {
+            task.abort();
+        }
+    }
+
+    /// `host:port` of the system's clamd.
+    pub fn clamd_address(&self) -> String {
+        self.clamd.as_ref().expect("this system was built without media").address()
+    }
+
+    pub fn media_config(&self) -> &MediaWorkerConfig {
+        &self.media_config
     }
 
     /// Stops a gateway the orderly way (clients get a close with a reason) and waits for it.
@@ -217,11 +300,16 @@ impl TestSystem {
 
 impl Drop for TestSystem {
     fn drop(&mut self) {
-        for running in self.gateways.iter_mut().chain(self.fanouts.iter_mut()) {
+        for running in self.gateways.iter_mut().chain(self.fanouts.iter_mut()).chain(self.media_workers.iter_mut()) {
             running.shutdown.cancel();
             if let Some(task) = running.task.take() {
                 task.abort();
             }
         }
     }
+}
+
+/// `media-signatures/` at the workspace root: the signature database the repo ships for clamd.
+fn media_signature_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("media-signatures")
 }

@@ -25,7 +25,7 @@ struct Arguments {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install the pinned nats-server, redis-server and cargo-nextest if missing.
+    /// Install the pinned nats-server, redis-server, clamav-daemon and cargo-nextest if missing.
     Setup,
     /// Set up, then run every test in the workspace with nextest; extra arguments go to nextest.
     Test {

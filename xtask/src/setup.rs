@@ -1,4 +1,4 @@
-//! `cargo xtask setup`: installs the pinned nats-server, Debian's redis-server and cargo-nextest when missing.
+//! `cargo xtask setup`: installs the pinned nats-server, Debian's redis-server and clamav-daemon, and cargo-nextest when missing.
 //!
 //! Quiet when everything is already there, so `cargo xtask test` can run it every time.
 
@@ -15,7 +15,9 @@ const NATS_SERVER_VERSION_LINE: &str = "nats-server: v2.15.1";
 
 pub fn run(workspace_root: &Path) -> anyhow::Result<()> {
     ensure_nats_server(workspace_root)?;
-    ensure_redis_server()?;
+    ensure_debian_package("redis-server", "redis-server")?;
+    // clamd scans media in tests and in the all-in-one launcher; its signatures ship in the repo (no freshclam).
+    ensure_debian_package("clamd", "clamav-daemon")?;
     ensure_cargo_nextest()?;
     Ok(())
 }
@@ -77,8 +79,9 @@ fn reports_pinned_version(nats_server: &Path) -> bool {
         })
 }
 
-fn ensure_redis_server() -> anyhow::Result<()> {
-    if Command::new("redis-server")
+/// Installs Debian `package` with apt-get unless `program --version` already runs.
+fn ensure_debian_package(program: &str, package: &str) -> anyhow::Result<()> {
+    if Command::new(program)
         .arg("--version")
         .stdout(Stdio::null())
         .status()
@@ -86,11 +89,11 @@ fn ensure_redis_server() -> anyhow::Result<()> {
     {
         return Ok(());
     }
-    eprintln!("xtask setup: installing redis-server with apt-get");
-    let privilege_prefix = apt_privilege_prefix()?;
+    eprintln!("xtask setup: installing {package} with apt-get");
+    let privilege_prefix = apt_privilege_prefix(package)?;
     for apt_arguments in [
         &["update", "-qq"][..],
-        &["install", "-y", "-qq", "redis-server"][..],
+        &["install", "-y", "-qq", package][..],
     ] {
         let mut command = match privilege_prefix {
             // sudo resets the environment, so the variable rides on `env` inside it.
@@ -115,7 +118,7 @@ fn ensure_redis_server() -> anyhow::Result<()> {
 }
 
 /// None when we are root; `Some("sudo")` when sudo can do it for us; an error saying what to do otherwise.
-fn apt_privilege_prefix() -> anyhow::Result<Option<&'static str>> {
+fn apt_privilege_prefix(package: &str) -> anyhow::Result<Option<&'static str>> {
     let user_id = Command::new("id")
         .arg("-u")
         .output()
@@ -130,7 +133,7 @@ fn apt_privilege_prefix() -> anyhow::Result<Option<&'static str>> {
         .is_ok_and(|s| s.success());
     if !sudo_available {
         bail!(
-            "redis-server is missing and installing it needs root: run `apt-get install redis-server` as root"
+            "{package} is missing and installing it needs root: run `apt-get install {package}` as root"
         );
     }
     Ok(Some("sudo"))
