@@ -87,7 +87,7 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
         auth: Arc::new(Authenticator::new(&config.jwt)),
         media,
         media_urls: Arc::new(crate::media_urls::UrlSigner::new(&config.jwt.secret)),
-        log: Arc::new(MessageLog::new(storage.clone())),
+        log: Arc::new(MessageLog::new(storage.clone()).with_sender_read_receipts(receipts.clone())),
         reader: reader.clone(),
         conversations,
         membership,

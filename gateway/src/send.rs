@@ -30,14 +30,9 @@ pub async fn send_message(
         .log
         .append(AppendRequest { conversation: conversation.clone(), client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body })
         .await?;
-    // Writing in a conversation means having read it up to one's own message. The user's
-    // watermark moves before the ack, so the sender's unread count never includes their own
-    // message; the device's watermark and the receipt frames follow through the coalescer.
-    if !outcome.duplicate {
-        if let Err(error) = state.receipts.advance_user(&conversation, sender, ReceiptKind::Read, outcome.seq).await {
-            tracing::warn!(%error, %conversation, "failed to move the sender's read watermark");
-        }
-    }
+    // Writing in a conversation means having read it up to one's own message. The log moved the
+    // user's watermark before the ack (so one's own message is never unread); the device's
+    // watermark and the receipt frames follow through the coalescer.
     state.watermarks.record(WatermarkUpdate {
         conversation,
         user: sender.clone(),

@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
-use schemas::{Body, ClientMsgIdRecord, Message, StoredMessage, Timestamp};
+use schemas::{Body, ClientMsgIdRecord, Message, ReceiptKind, StoredMessage, Timestamp};
 use subjects::Id;
 
 use crate::error::{from_nats, StoreError};
 use crate::log_read::LogReader;
-use crate::Storage;
+use crate::{Receipts, Storage};
 
 /// How long an append keeps retrying after losing races for the conversation's tail.
 const APPEND_RETRY_BUDGET: Duration = Duration::from_secs(5);
@@ -52,6 +52,7 @@ struct Tail {
 pub struct MessageLog {
     storage: Storage,
     reader: LogReader,
+    receipts: Option<Receipts>,
     /// One async lock per conversation serialises this process's appends to it, so they
     /// do not race each other for the tail; held across the PubAck on purpose.
     tails: Mutex<HashMap<Id, Arc<tokio::sync::Mutex<Option<Tail>>>>>,
@@ -59,7 +60,14 @@ pub struct MessageLog {
 
 impl MessageLog {
     pub fn new(storage: Storage) -> MessageLog {
-        MessageLog { reader: LogReader::new(storage.clone()), storage, tails: Mutex::new(HashMap::new()) }
+        MessageLog { reader: LogReader::new(storage.clone()), receipts: None, storage, tails: Mutex::new(HashMap::new()) }
+    }
+
+    /// Sending is reading: with receipts, each new message also moves its sender's read watermark
+    /// to its `seq`, written beside the index records so it costs no extra round trip before the ack.
+    pub fn with_sender_read_receipts(mut self, receipts: Receipts) -> MessageLog {
+        self.receipts = Some(receipts);
+        self
     }
 
     pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
@@ -117,7 +125,18 @@ impl MessageLog {
                     *tail_guard = Some(Tail { stream_seq: ack.sequence, seq: message.seq });
                     drop(tail_guard);
                     let outcome = AppendOutcome { seq: message.seq, stream_seq: ack.sequence, sent_at: message.sent_at, duplicate: false };
-                    self.write_records(&request.conversation, &request.client_msg_id, &outcome).await?;
+                    let sender_read = async {
+                        match &self.receipts {
+                            Some(receipts) => receipts.advance_user(&request.conversation, &request.sender, ReceiptKind::Read, outcome.seq).await.map(|_| ()),
+                            None => Ok(()),
+                        }
+                    };
+                    let (records, read) = tokio::join!(self.write_records(&request.conversation, &request.client_msg_id, &outcome), sender_read);
+                    records?;
+                    if let Err(error) = read {
+                        // The message is durable; a missed watermark only shows it as unread to its sender for a moment.
+                        tracing::warn!(%error, conversation = %request.conversation, "failed to move the sender's read watermark");
+                    }
                     return Ok(outcome);
                 }
                 Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
