@@ -145,13 +145,14 @@ async fn append_one(jetstream: &jetstream::Context, conversation: &str, seq: u64
     Ok(ack.sequence)
 }
 
-/// Two-member groups of the reader and one partner each, created by the reader.
+/// Two-member groups of the reader and one partner each, created by the partner.
 pub async fn create_direct_conversations(target: &Target, count: usize) -> anyhow::Result<Vec<String>> {
     let http = reqwest::Client::new();
-    let token = target.token(READER);
     let creations = futures::stream::iter(0..count).map(|partner| {
         let http = http.clone();
-        let token = token.clone();
+        // Each partner creates its own group with the reader in it: one owner creating many groups
+        // concurrently was answered `internal` now and then (see BENCHMARKS.md).
+        let token = target.token(&format!("hpartner{partner}"));
         async move {
             // A retry or two: under a parallel burst the gateway has answered `internal` now and then (see BENCHMARKS.md).
             let mut last_failure = None;
@@ -162,7 +163,7 @@ pub async fn create_direct_conversations(target: &Target, count: usize) -> anyho
                 let response = http
                     .post(format!("{}/v1/conversations", target.http_url(partner)))
                     .bearer_auth(&token)
-                    .json(&serde_json::json!({"kind": "group", "title": format!("history {partner}"), "members": [format!("hpartner{partner}")]}))
+                    .json(&serde_json::json!({"kind": "group", "title": format!("history {partner}"), "members": [READER]}))
                     .send()
                     .await?;
                 let status = response.status();

@@ -81,12 +81,16 @@ fn reports_pinned_version(nats_server: &Path) -> bool {
 
 /// Installs Debian `package` with apt-get unless `program --version` already runs.
 fn ensure_debian_package(program: &str, package: &str) -> anyhow::Result<()> {
-    if Command::new(program)
-        .arg("--version")
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-    {
+    // Debian puts daemons such as clamd in /usr/sbin, which a non-login PATH may lack.
+    let installed = [program.to_owned(), format!("/usr/sbin/{program}")].iter().any(|candidate| {
+        Command::new(candidate)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    });
+    if installed {
         return Ok(());
     }
     eprintln!("xtask setup: installing {package} with apt-get");
