@@ -147,6 +147,9 @@ where
     let system_under_test = SystemUnderTest::start(&natter_binary, system.gateways, system.fanouts).await?;
     let started_at = time::OffsetDateTime::now_utc();
     let outcome = run(system_under_test.target.clone()).await;
+    if outcome.is_err() {
+        eprintln!("the run failed; the roles' logs end with:\n{}", system_under_test.role_log_tails(20));
+    }
     system_under_test.stop().await;
     let report = RunReport {
         scenario: scenario.to_owned(),

@@ -88,6 +88,19 @@ impl SystemUnderTest {
         Ok(SystemUnderTest { target, roles, _redis: redis, _nats: nats, _store: store })
     }
 
+    /// The last lines of every role's log, to explain a failed run before the store dir goes away.
+    pub fn role_log_tails(&self, lines: usize) -> String {
+        let mut text = String::new();
+        let mut entries: Vec<_> = std::fs::read_dir(self._store.path()).into_iter().flatten().flatten().filter(|entry| entry.file_name().to_string_lossy().ends_with(".log")).collect();
+        entries.sort_by_key(|entry| entry.file_name());
+        for entry in entries {
+            let contents = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let tail: Vec<&str> = contents.lines().rev().take(lines).collect();
+            text.push_str(&format!("--- {}\n{}\n", entry.file_name().to_string_lossy(), tail.into_iter().rev().collect::<Vec<_>>().join("\n")));
+        }
+        text
+    }
+
     /// SIGTERM to every role, then wait (they close sockets and flush); the servers go when dropped.
     pub async fn stop(mut self) {
         for role in &self.roles {
