@@ -102,6 +102,13 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
         config: Arc::new(config),
     };
     tracing::info!(address = %listener.local_addr()?, "gateway listening");
+    // Frames are small and latency-bound: without TCP_NODELAY, Nagle holds a second small write
+    // back until the peer's delayed ACK (~40 ms), which the load generator measured on every ack.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(error) = tcp.set_nodelay(true) {
+            tracing::debug!(%error, "failed to set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, http::router(state.clone()))
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await

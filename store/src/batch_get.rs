@@ -15,6 +15,8 @@ use crate::error::{from_nats, StoreError};
 
 /// Subjects per request; the server caps a batch, and smaller requests also spread over time.
 const SUBJECTS_PER_REQUEST: usize = 256;
+/// Most keys one wildcard listing returns (a user's conversations, a group's members).
+const MAX_MATCHING_SUBJECTS: usize = 100_000;
 const BATCH_TIMEOUT: Duration = Duration::from_secs(5);
 const SUBJECT_HEADER: &str = "Nats-Subject";
 const SEQUENCE_HEADER: &str = "Nats-Sequence";
@@ -39,14 +41,24 @@ pub async fn last_messages(client: &async_nats::Client, stream: &str, subjects: 
     Ok(found)
 }
 
+/// The last message of every subject matching `filter` (a subject with wildcards), in one request.
+pub async fn last_messages_matching(client: &async_nats::Client, stream: &str, filter: &str) -> Result<HashMap<String, LastMessage>, StoreError> {
+    let request = serde_json::json!({ "multi_last": [filter], "batch": MAX_MATCHING_SUBJECTS });
+    send_batch_request(client, stream, request).await
+}
+
 async fn last_messages_of_chunk(client: &async_nats::Client, stream: &str, subjects: &[String]) -> Result<HashMap<String, LastMessage>, StoreError> {
-    let mut found = HashMap::with_capacity(subjects.len());
     if subjects.is_empty() {
-        return Ok(found);
+        return Ok(HashMap::new());
     }
+    let request = serde_json::json!({ "multi_last": subjects, "batch": subjects.len() });
+    send_batch_request(client, stream, request).await
+}
+
+async fn send_batch_request(client: &async_nats::Client, stream: &str, request: serde_json::Value) -> Result<HashMap<String, LastMessage>, StoreError> {
+    let mut found = HashMap::new();
     let inbox = client.new_inbox();
     let mut replies = client.subscribe(inbox.clone()).await.map_err(|error| from_nats("failed to subscribe for a batch get", error))?;
-    let request = serde_json::json!({ "multi_last": subjects, "batch": subjects.len() });
     client
         .publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox, request.to_string().into())
         .await
