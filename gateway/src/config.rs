@@ -62,7 +62,7 @@ impl Default for Limits {
             outbound_queue_frames: 1024,
             max_protocol_errors: 20,
             sync_send_timeout: Duration::from_secs(30),
-            watermark_flush_interval: Duration::from_secs(1),
+            watermark_flush_interval: Duration::from_millis(250),
         }
     }
 }
