@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{RecordError, Timestamp};
+use crate::Timestamp;
 
 /// Where an upload stands. `uploading` is internal (a PUT is streaming); clients see it as `pending`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -71,23 +71,7 @@ pub struct MediaJob {
     pub media_id: String,
 }
 
-macro_rules! media_json_record {
-    ($($record:ty),*) => {$(
-        impl $record {
-            pub fn to_bytes(&self) -> Vec<u8> {
-                serde_json::to_vec(self).expect("records always serialize")
-            }
-            pub fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
-                let record: Self = serde_json::from_slice(bytes)?;
-                if record.v != 1 {
-                    return Err(RecordError::UnknownVersion(record.v));
-                }
-                Ok(record)
-            }
-        }
-    )*};
-}
-media_json_record!(MediaRecord, MediaShareRecord, MediaJob);
+crate::records::json_record!(MediaRecord, MediaShareRecord, MediaJob);
 
 /// `POST /v1/media`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,6 +147,6 @@ mod tests {
         assert_eq!(share.sender, "alice");
         let job = MediaJob::from_bytes(&golden("media-job.v1.json")).unwrap();
         assert_eq!(job.media_id, "01JDMEDIA0000000000000000");
-        assert!(matches!(MediaJob::from_bytes(br#"{"v":2,"media_id":"x"}"#), Err(RecordError::UnknownVersion(2))));
+        assert!(matches!(MediaJob::from_bytes(br#"{"v":2,"media_id":"x"}"#), Err(crate::RecordError::UnknownVersion(2))));
     }
 }

@@ -145,18 +145,24 @@ pub struct ReceiptRecord {
     pub delivered: u64,
 }
 
+/// `to_bytes` / `from_bytes` for a version-1 JSON record; a record of another version is refused, not misread.
 macro_rules! json_record {
     ($($record:ty),*) => {$(
         impl $record {
             pub fn to_bytes(&self) -> Vec<u8> {
                 serde_json::to_vec(self).expect("records always serialize")
             }
-            pub fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
-                Ok(serde_json::from_slice(bytes)?)
+            pub fn from_bytes(bytes: &[u8]) -> Result<Self, $crate::RecordError> {
+                let record: Self = serde_json::from_slice(bytes)?;
+                if record.v != 1 {
+                    return Err($crate::RecordError::UnknownVersion(record.v));
+                }
+                Ok(record)
             }
         }
     )*};
 }
+pub(crate) use json_record;
 json_record!(ConversationRecord, MemberRecord, ClientMsgIdRecord, ReceiptRecord);
 
 #[cfg(test)]
