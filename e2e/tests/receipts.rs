@@ -93,6 +93,36 @@ async fn the_sender_sees_delivered_then_read() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
+async fn delivered_is_told_to_the_author_only_and_read_to_everyone() -> anyhow::Result<()> {
+    let system = TestSystem::start().await?;
+    let group = system.api(0, "alice").create_group("trio", &["bob", "carol"]).await?;
+    let mut alice = system.connect(0, "alice", "phone").await?;
+    let mut bob = system.connect(0, "bob", "tablet").await?;
+    let mut carol = system.connect(0, "carol", "laptop").await?;
+
+    let (seq, _) = alice.send_text(&group.id, "q", "lunch?").await?;
+    bob.messages_until(&group.id, seq, WAIT).await?;
+    carol.messages_until(&group.id, seq, WAIT).await?;
+    receipt(&mut alice, "bob", ReceiptKind::Delivered, seq).await?;
+
+    // Receipts from one gateway reach a member in the order they were announced, so if carol had
+    // been told of bob's delivery, that frame would come before this read.
+    bob.send_json(json!({"type": "read", "conversation_id": group.id, "seq": seq})).await?;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match carol.next_frame(left).await? {
+            ServerFrame::Receipt { user, kind: ReceiptKind::Read, seq: at, .. } if user == "bob" && at == seq => break,
+            ServerFrame::Receipt { user, kind: ReceiptKind::Delivered, .. } if user == "bob" => {
+                panic!("carol was told of a delivery of alice's message to bob")
+            }
+            _ => continue,
+        }
+    }
+    Ok(())
+}
+
+#[tokio::test]
 async fn a_read_on_one_device_clears_unread_on_the_others() -> anyhow::Result<()> {
     let system = TestSystem::start().await?;
     let alice = system.api(0, "alice");

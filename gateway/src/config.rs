@@ -50,8 +50,10 @@ pub struct Limits {
     pub max_protocol_errors: u32,
     /// How long a sync may wait on a device that does not read.
     pub sync_send_timeout: Duration,
-    /// How often coalesced watermarks (delivered receipts, own sends as read) are written.
+    /// How often coalesced watermarks (own sends as read) are written and delivered receipts announced.
     pub watermark_flush_interval: Duration,
+    /// How often coalesced delivered watermarks are stored (announcing them does not wait for it).
+    pub delivered_store_interval: Duration,
 }
 
 impl Default for Limits {
@@ -63,6 +65,7 @@ impl Default for Limits {
             max_protocol_errors: 20,
             sync_send_timeout: Duration::from_secs(30),
             watermark_flush_interval: Duration::from_millis(250),
+            delivered_store_interval: Duration::from_secs(2),
         }
     }
 }

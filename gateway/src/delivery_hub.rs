@@ -4,7 +4,7 @@
 //! command enum, no shared locks); it subscribes when the first device arrives and
 //! unsubscribes when the last one leaves.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::delivery_order::{Decision, DeviceCursors};
 use crate::outbound::{close_codes, Outbound};
-use crate::receipts::{WatermarkSink, WatermarkUpdate};
+use crate::receipts::{Audience, WatermarkSink, WatermarkUpdate};
 
 pub type ConnectionId = u64;
 
@@ -125,6 +125,8 @@ struct DeviceState {
 struct Delivery {
     conversation: Id,
     seq: u64,
+    /// From the fanout's header; a delivery without one is announced to every member.
+    sender: Option<Id>,
     payload: Bytes,
 }
 
@@ -202,13 +204,22 @@ impl UserDeliveries {
     async fn offer(&mut self, connection: ConnectionId, delivery: &Delivery) {
         let Some(device) = self.devices.get_mut(&connection) else { return };
         let outcome = offer_to_device(&self.reader, device, delivery).await;
-        if let Ok(Offered::Pushed) = outcome {
+        if let Ok(Offered::Pushed { earlier_senders }) = &outcome {
+            let audience = match &delivery.sender {
+                Some(sender) => {
+                    let mut senders = earlier_senders.clone();
+                    senders.insert(sender.clone());
+                    Audience::Only(senders)
+                }
+                None => Audience::Members,
+            };
             self.watermarks.record(WatermarkUpdate {
                 conversation: delivery.conversation.clone(),
                 user: self.user.clone(),
                 device: device.attachment.device.clone(),
                 kind: ReceiptKind::Delivered,
                 seq: delivery.seq,
+                audience,
             });
         }
         if let Err(Disconnect(reason)) = outcome {
@@ -246,7 +257,8 @@ impl UserDeliveries {
 enum Offered {
     Held,
     Dropped,
-    Pushed,
+    /// Pushed, after any earlier messages the device was missing (whose authors learn of it too).
+    Pushed { earlier_senders: BTreeSet<Id> },
 }
 
 async fn offer_to_device(reader: &LogReader, device: &mut DeviceState, delivery: &Delivery) -> Result<Offered, Disconnect> {
@@ -258,6 +270,12 @@ async fn offer_to_device(reader: &LogReader, device: &mut DeviceState, delivery:
         return Ok(Offered::Held);
     }
     let conversation = &delivery.conversation;
+    let mut earlier_senders = BTreeSet::new();
+    let mut note_sender = |message: &schemas::Message| {
+        if let Ok(sender) = Id::parse(&message.sender) {
+            earlier_senders.insert(sender);
+        }
+    };
     match device.cursors.decide(conversation, delivery.seq) {
         Decision::Drop => return Ok(Offered::Dropped),
         Decision::Deliver => {}
@@ -267,6 +285,7 @@ async fn offer_to_device(reader: &LogReader, device: &mut DeviceState, delivery:
                 .await
                 .map_err(|_| Disconnect("could not fill a gap in delivery; resume with sync"))?;
             for message in missing {
+                note_sender(&message);
                 push(device, Outbound::frame(&ServerFrame::Message { message }))?;
             }
         }
@@ -286,13 +305,14 @@ async fn offer_to_device(reader: &LogReader, device: &mut DeviceState, delivery:
                 }
             }
             for message in earlier.into_iter().rev() {
+                note_sender(&message);
                 push(device, Outbound::frame(&ServerFrame::Message { message }))?;
             }
         }
     }
     push(device, Outbound::Text(delivery.payload.clone()))?;
     device.cursors.advance(conversation, delivery.seq);
-    Ok(Offered::Pushed)
+    Ok(Offered::Pushed { earlier_senders })
 }
 
 fn push(device: &DeviceState, frame: Outbound) -> Result<(), Disconnect> {
@@ -306,5 +326,6 @@ fn parse_delivery(message: &async_nats::Message) -> Option<Delivery> {
     let headers = message.headers.as_ref()?;
     let conversation = Id::parse(headers.get(subjects::HEADER_CONVERSATION)?.as_str()).ok()?;
     let seq = headers.get(subjects::HEADER_SEQ)?.as_str().parse().ok()?;
-    Some(Delivery { conversation, seq, payload: message.payload.clone() })
+    let sender = headers.get(subjects::HEADER_SENDER).and_then(|sender| Id::parse(sender.as_str()).ok());
+    Some(Delivery { conversation, seq, sender, payload: message.payload.clone() })
 }

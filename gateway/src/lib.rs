@@ -18,6 +18,7 @@ mod presence;
 mod presence_scripts;
 mod presence_snapshot;
 mod presence_status;
+mod receipt_coalescer;
 mod receipts;
 mod redis_connection;
 mod send;
@@ -58,8 +59,11 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
     let media = store::MediaStorage::provision(nats.clone(), &config.storage).await.context("failed to provision media storage")?;
     let reader = LogReader::new(storage.clone());
     let receipts = Receipts::new(nats.clone(), &storage);
-    let (watermarks, watermark_task) =
-        receipts::start_coalescer(receipts.clone(), membership.clone(), nats.clone(), config.limits.watermark_flush_interval, shutdown.clone());
+    let coalescer_timing = receipt_coalescer::CoalescerTiming {
+        flush_interval: config.limits.watermark_flush_interval,
+        delivered_store_interval: config.limits.delivered_store_interval,
+    };
+    let (watermarks, watermark_task) = receipt_coalescer::start_coalescer(receipts.clone(), membership.clone(), nats.clone(), coalescer_timing, shutdown.clone());
     let delivery_tasks = TaskTracker::new();
     let conversations = Arc::new(Conversations::new(nats.clone(), storage.clone(), membership.clone()));
     let redis = match &config.redis_url {

@@ -5,7 +5,7 @@ use store::{AppendOutcome, AppendRequest};
 use subjects::Id;
 
 use crate::api_error::{parse_id, ApiError};
-use crate::receipts::WatermarkUpdate;
+use crate::receipts::{Audience, WatermarkUpdate};
 use crate::state::AppState;
 
 pub async fn send_message(
@@ -39,6 +39,7 @@ pub async fn send_message(
         device: sender_device.clone(),
         kind: ReceiptKind::Read,
         seq: outcome.seq,
+        audience: Audience::only(sender),
     });
     Ok(outcome)
 }

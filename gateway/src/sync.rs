@@ -1,6 +1,6 @@
 //! `sync`: sends a device exactly the messages it missed, in order, then `synced`, with live traffic held at the seam.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use schemas::{FrameId, ReceiptKind, ServerFrame};
 use store::MAX_PAGE;
@@ -8,7 +8,7 @@ use subjects::Id;
 
 use crate::api_error::{parse_id, ApiError};
 use crate::outbound::Outbound;
-use crate::receipts::WatermarkUpdate;
+use crate::receipts::{Audience, WatermarkUpdate};
 use crate::send::require_member;
 use crate::session::Session;
 
@@ -34,10 +34,14 @@ pub async fn sync_device(session: &Session, id: Option<FrameId>, cursors: BTreeM
     for (conversation, held) in checked {
         let last = state.reader.last_seq(&conversation).await.map_err(|_| SyncAborted("could not read the log during sync; resume again"))?;
         let mut next = held + 1;
+        let mut senders = BTreeSet::new();
         while next <= last {
             let chunk_end = last.min(next + MAX_PAGE - 1);
             let messages = state.reader.range(&conversation, next, chunk_end).await.map_err(|_| SyncAborted("could not read the log during sync; resume again"))?;
             for message in messages {
+                if let Ok(sender) = Id::parse(&message.sender) {
+                    senders.insert(sender);
+                }
                 session.send_or_abort(Outbound::frame(&ServerFrame::Message { message })).await?;
             }
             next = chunk_end + 1;
@@ -49,6 +53,7 @@ pub async fn sync_device(session: &Session, id: Option<FrameId>, cursors: BTreeM
                 device: session.device.clone(),
                 kind: ReceiptKind::Delivered,
                 seq: last,
+                audience: Audience::Only(senders),
             });
         }
         reached.insert(conversation, last);

@@ -1,4 +1,4 @@
-//! Read and delivered watermarks per (conversation, user, device), folded per user; monotonic by compare-and-set.
+//! Read watermarks per (conversation, user, device) and read and delivered ones folded per user; monotonic by compare-and-set.
 //!
 //! Each key holds one record (the bucket keeps no history), so the store is compacted by
 //! construction. A lower `seq` never moves a watermark back.
@@ -42,9 +42,15 @@ impl Receipts {
         Receipts { client, bucket: storage.receipts.clone(), remembered: Arc::default() }
     }
 
-    /// Moves the device's and the user's `kind` watermark up to `seq` (never down).
+    /// Moves the user's `kind` watermark up to `seq` (never down), and for reads the device's too.
+    ///
+    /// Delivered is folded per user only: nothing reads a device's delivered watermark, and
+    /// writing it doubled the receipts stream's writes (every message moves every member device's).
     pub async fn advance(&self, conversation: &Id, user: &Id, device: &Id, kind: ReceiptKind, seq: u64) -> Result<WatermarkMove, StoreError> {
-        let device_moved = self.advance_key(&subjects::device_receipt_key(conversation, user, device), kind, seq).await?;
+        let device_moved = match kind {
+            ReceiptKind::Read => self.advance_key(&subjects::device_receipt_key(conversation, user, device), kind, seq).await?,
+            ReceiptKind::Delivered => false,
+        };
         let user_moved = self.advance_key(&subjects::user_receipt_key(conversation, user), kind, seq).await?;
         Ok(WatermarkMove { device_moved, user_moved })
     }

@@ -21,7 +21,7 @@ pub const MESSAGE_INDEX_BUCKET: &str = "msgindex";
 /// Durable idempotency record `<conv>.<client_msg_id>` → ack, for resends older than the duplicate window.
 pub const CLIENT_MSG_ID_BUCKET: &str = "msgids";
 
-/// Read and delivered watermarks: `<conv>.<user>.<device>` per device and `<conv>.<user>` folded per user.
+/// Watermarks: read per device at `<conv>.<user>.<device>`; read and delivered folded per user at `<conv>.<user>`.
 pub const RECEIPTS_BUCKET: &str = "receipts";
 
 /// Header on deliveries carrying the conversation id, so gateways route without parsing the body.
@@ -30,6 +30,8 @@ pub const HEADER_CONVERSATION: &str = "Natter-Conversation";
 pub const HEADER_SEQ: &str = "Natter-Seq";
 /// Header on deliveries carrying the message's stream sequence.
 pub const HEADER_STREAM_SEQ: &str = "Natter-Stream-Seq";
+/// Header on deliveries carrying the message's sender, so gateways know whom a delivered receipt concerns.
+pub const HEADER_SENDER: &str = "Natter-Sender";
 
 const MESSAGE_SUBJECT_PREFIX: &str = "msg.";
 const DELIVER_SUBJECT_PREFIX: &str = "deliver.";

@@ -110,6 +110,7 @@ async fn fan_out(nats: &async_nats::Client, membership: &MembershipCache, messag
     headers.insert(subjects::HEADER_CONVERSATION, conversation.as_str());
     headers.insert(subjects::HEADER_SEQ, stored.message.seq.to_string().as_str());
     headers.insert(subjects::HEADER_STREAM_SEQ, stream_seq.to_string().as_str());
+    headers.insert(subjects::HEADER_SENDER, stored.message.sender.as_str());
     let payload = bytes::Bytes::from(ServerFrame::Message { message: stored.message }.to_json());
     for user in members.keys() {
         nats.publish_with_headers(subjects::deliver_subject(user), headers.clone(), payload.clone())
