@@ -29,16 +29,11 @@ pub enum Audience {
     Members,
     /// Only these members. "Delivered to bob" is news to the authors of the messages it covers,
     /// not to the whole group: told to everyone, a group of 10 got 9 receipt frames per member
-    /// per message, more frames than messages (measured by the load generator). A send's read
-    /// of one's own message is news only to one's other devices.
+    /// per message, more frames than messages (measured by the load generator).
     Only(BTreeSet<Id>),
 }
 
 impl Audience {
-    pub fn only(user: &Id) -> Audience {
-        Audience::Only(BTreeSet::from([user.clone()]))
-    }
-
     /// The audience of two coalesced moves of one watermark: everyone either of them names.
     pub(crate) fn merge(&mut self, other: Audience) {
         match (&mut *self, other) {

@@ -1,11 +1,10 @@
 //! The send path shared by WebSocket `send` frames and `POST /v1/messages`: validate, authorise, append.
 
-use schemas::{Body, BodyError, ReceiptKind};
+use schemas::{Body, BodyError};
 use store::{AppendOutcome, AppendRequest};
 use subjects::Id;
 
 use crate::api_error::{parse_id, ApiError};
-use crate::receipts::{Audience, WatermarkUpdate};
 use crate::state::AppState;
 
 pub async fn send_message(
@@ -30,17 +29,9 @@ pub async fn send_message(
         .log
         .append(AppendRequest { conversation: conversation.clone(), client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body })
         .await?;
-    // Writing in a conversation means having read it up to one's own message. The log moved the
-    // user's watermark before the ack (so one's own message is never unread); the device's
-    // watermark and the receipt frames follow through the coalescer.
-    state.watermarks.record(WatermarkUpdate {
-        conversation,
-        user: sender.clone(),
-        device: sender_device.clone(),
-        kind: ReceiptKind::Read,
-        seq: outcome.seq,
-        audience: Audience::only(sender),
-    });
+    // Writing in a conversation means having read it up to one's own message: the log moved the
+    // user's read watermark before the ack. No receipt frame follows: the sender's other devices
+    // get the message itself, which says as much.
     Ok(outcome)
 }
 
