@@ -50,8 +50,8 @@ pub struct Limits {
     pub max_protocol_errors: u32,
     /// How long a sync may wait on a device that does not read.
     pub sync_send_timeout: Duration,
-    /// How often coalesced watermarks (own sends as read) are written and delivered receipts announced.
-    pub watermark_flush_interval: Duration,
+    /// How often coalesced delivered receipts are announced.
+    pub delivered_announce_interval: Duration,
     /// How often coalesced delivered watermarks are stored (announcing them does not wait for it).
     pub delivered_store_interval: Duration,
 }
@@ -64,7 +64,7 @@ impl Default for Limits {
             outbound_queue_frames: 1024,
             max_protocol_errors: 20,
             sync_send_timeout: Duration::from_secs(30),
-            watermark_flush_interval: Duration::from_millis(250),
+            delivered_announce_interval: Duration::from_millis(250),
             delivered_store_interval: Duration::from_secs(2),
         }
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use schemas::{ReceiptKind, ServerFrame};
+use schemas::ServerFrame;
 use store::LogReader;
 use subjects::Id;
 use tokio::sync::{mpsc, oneshot};
@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::delivery_order::{Decision, DeviceCursors};
 use crate::outbound::{close_codes, Outbound};
-use crate::receipts::{Audience, WatermarkSink, WatermarkUpdate};
+use crate::receipt_coalescer::DeliveredSink;
 
 pub type ConnectionId = u64;
 
@@ -57,12 +57,12 @@ pub struct DeliveryHub {
     users: tokio::sync::Mutex<HashMap<Id, UserEntry>>,
     next_connection: AtomicU64,
     tasks: TaskTracker,
-    watermarks: WatermarkSink,
+    delivered: DeliveredSink,
 }
 
 impl DeliveryHub {
-    pub fn new(client: async_nats::Client, reader: LogReader, tasks: TaskTracker, watermarks: WatermarkSink) -> DeliveryHub {
-        DeliveryHub { client, reader, users: tokio::sync::Mutex::new(HashMap::new()), next_connection: AtomicU64::new(1), tasks, watermarks }
+    pub fn new(client: async_nats::Client, reader: LogReader, tasks: TaskTracker, delivered: DeliveredSink) -> DeliveryHub {
+        DeliveryHub { client, reader, users: tokio::sync::Mutex::new(HashMap::new()), next_connection: AtomicU64::new(1), tasks, delivered }
     }
 
     pub fn next_connection_id(&self) -> ConnectionId {
@@ -76,7 +76,7 @@ impl DeliveryHub {
             // The SUB is on the wire before the caller tells the client it is connected.
             self.client.flush().await?;
             let (commands_tx, commands_rx) = mpsc::unbounded_channel();
-            let task = UserDeliveries { user: user.clone(), reader: self.reader.clone(), devices: HashMap::new(), watermarks: self.watermarks.clone() };
+            let task = UserDeliveries { user: user.clone(), reader: self.reader.clone(), devices: HashMap::new(), delivered: self.delivered.clone() };
             self.tasks.spawn(task.run(subscriber, commands_rx));
             users.insert(user.clone(), UserEntry { commands: commands_tx, connections: 0 });
         }
@@ -137,7 +137,7 @@ struct UserDeliveries {
     user: Id,
     reader: LogReader,
     devices: HashMap<ConnectionId, DeviceState>,
-    watermarks: WatermarkSink,
+    delivered: DeliveredSink,
 }
 
 impl UserDeliveries {
@@ -205,22 +205,8 @@ impl UserDeliveries {
         let Some(device) = self.devices.get_mut(&connection) else { return };
         let outcome = offer_to_device(&self.reader, device, delivery).await;
         if let Ok(Offered::Pushed { earlier_senders }) = &outcome {
-            let audience = match &delivery.sender {
-                Some(sender) => {
-                    let mut senders = earlier_senders.clone();
-                    senders.insert(sender.clone());
-                    Audience::Only(senders)
-                }
-                None => Audience::Members,
-            };
-            self.watermarks.record(WatermarkUpdate {
-                conversation: delivery.conversation.clone(),
-                user: self.user.clone(),
-                device: device.attachment.device.clone(),
-                kind: ReceiptKind::Delivered,
-                seq: delivery.seq,
-                audience,
-            });
+            let senders = delivery.sender.as_ref().map(|sender| std::iter::once(sender).chain(earlier_senders));
+            self.delivered.record(&delivery.conversation, &self.user, &device.attachment.device, delivery.seq, senders);
         }
         if let Err(Disconnect(reason)) = outcome {
             if let Some(device) = self.devices.remove(&connection) {

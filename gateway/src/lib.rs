@@ -60,10 +60,10 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
     let reader = LogReader::new(storage.clone());
     let receipts = Receipts::new(nats.clone(), &storage);
     let coalescer_timing = receipt_coalescer::CoalescerTiming {
-        flush_interval: config.limits.watermark_flush_interval,
-        delivered_store_interval: config.limits.delivered_store_interval,
+        announce_interval: config.limits.delivered_announce_interval,
+        store_interval: config.limits.delivered_store_interval,
     };
-    let (watermarks, watermark_task) = receipt_coalescer::start_coalescer(receipts.clone(), membership.clone(), nats.clone(), coalescer_timing, shutdown.clone());
+    let (delivered, watermark_task) = receipt_coalescer::start_coalescer(receipts.clone(), membership.clone(), nats.clone(), coalescer_timing, shutdown.clone());
     let delivery_tasks = TaskTracker::new();
     let conversations = Arc::new(Conversations::new(nats.clone(), storage.clone(), membership.clone()));
     let redis = match &config.redis_url {
@@ -95,9 +95,9 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
         reader: reader.clone(),
         conversations,
         membership,
-        hub: Arc::new(DeliveryHub::new(nats.clone(), reader, delivery_tasks.clone(), watermarks.clone())),
+        hub: Arc::new(DeliveryHub::new(nats.clone(), reader, delivery_tasks.clone(), delivered.clone())),
         receipts,
-        watermarks,
+        delivered,
         nats: nats.clone(),
         presence: presence.clone(),
         typing: Arc::new(TypingLimiter::new(redis)),

@@ -1,11 +1,10 @@
-//! Read and delivered receipts: validating `read` frames and `POST /v1/receipts`, coalescing delivered watermarks, and telling members.
+//! Read and delivered receipts: validating `read` frames and `POST /v1/receipts`, moving watermarks, and telling members.
 
 use std::collections::BTreeSet;
 
 use schemas::{ReceiptKind, ServerFrame};
 use store::{MembershipCache, Receipts};
 use subjects::Id;
-use tokio::sync::mpsc;
 
 use crate::api_error::{parse_id, ApiError};
 use crate::send::require_member;
@@ -34,33 +33,11 @@ pub enum Audience {
 }
 
 impl Audience {
-    /// The audience of two coalesced moves of one watermark: everyone either of them names.
-    pub(crate) fn merge(&mut self, other: Audience) {
-        match (&mut *self, other) {
-            (Audience::Members, _) => {}
-            (Audience::Only(_), Audience::Members) => *self = Audience::Members,
-            (Audience::Only(mine), Audience::Only(theirs)) => mine.extend(theirs),
-        }
-    }
-
-    fn includes(&self, member: &Id) -> bool {
+    pub(crate) fn includes(&self, member: &Id) -> bool {
         match self {
             Audience::Members => true,
             Audience::Only(users) => users.contains(member),
         }
-    }
-}
-
-/// Where the delivery path and the send path drop watermark changes; never blocks them.
-#[derive(Clone)]
-pub struct WatermarkSink {
-    pub(crate) updates_tx: mpsc::Sender<WatermarkUpdate>,
-}
-
-impl WatermarkSink {
-    pub fn record(&self, update: WatermarkUpdate) {
-        // A full queue means the writer is behind; the next update for the key carries a higher seq anyway.
-        let _ = self.updates_tx.try_send(update);
     }
 }
 

@@ -9,7 +9,7 @@ use tokio_util::task::TaskTracker;
 use crate::auth::Authenticator;
 use crate::config::GatewayConfig;
 use crate::delivery_hub::DeliveryHub;
-use crate::receipts::WatermarkSink;
+use crate::receipt_coalescer::DeliveredSink;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -22,7 +22,7 @@ pub struct AppState {
     pub hub: Arc<DeliveryHub>,
     pub receipts: Receipts,
     /// Coalesced watermark writes (delivered receipts, own sends as read).
-    pub watermarks: WatermarkSink,
+    pub delivered: DeliveredSink,
     pub nats: async_nats::Client,
     /// Device presence in Redis; a no-op handle when Redis is not configured.
     pub presence: crate::presence::Presence,

@@ -2,13 +2,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use schemas::{FrameId, ReceiptKind, ServerFrame};
+use schemas::{FrameId, ServerFrame};
 use store::MAX_PAGE;
 use subjects::Id;
 
 use crate::api_error::{parse_id, ApiError};
 use crate::outbound::Outbound;
-use crate::receipts::{Audience, WatermarkUpdate};
 use crate::send::require_member;
 use crate::session::Session;
 
@@ -47,14 +46,7 @@ pub async fn sync_device(session: &Session, id: Option<FrameId>, cursors: BTreeM
             next = chunk_end + 1;
         }
         if last > held {
-            state.watermarks.record(WatermarkUpdate {
-                conversation: conversation.clone(),
-                user: session.user.clone(),
-                device: session.device.clone(),
-                kind: ReceiptKind::Delivered,
-                seq: last,
-                audience: Audience::Only(senders),
-            });
+            state.delivered.record(&conversation, &session.user, &session.device, last, Some(&senders));
         }
         reached.insert(conversation, last);
     }
