@@ -90,6 +90,14 @@ async fn history_pages_before_after_and_latest() -> anyhow::Result<()> {
     assert_eq!(seqs(&tail), vec![24, 25]);
     assert!(!tail.has_more);
     assert_eq!(tail.messages[1].body.text.as_deref(), Some("message 25"));
+    let exactly_to_the_end = alice.history(&group.id, "after=22&limit=3").await?;
+    assert_eq!(seqs(&exactly_to_the_end), vec![23, 24, 25]);
+    assert!(!exactly_to_the_end.has_more, "nothing after 25");
+    let past_the_end = alice.history(&group.id, "after=25").await?;
+    assert!(past_the_end.messages.is_empty() && !past_the_end.has_more);
+    let before_beyond_the_end = alice.history(&group.id, "before=100&limit=10").await?;
+    assert_eq!(seqs(&before_beyond_the_end), (16..=25).collect::<Vec<_>>(), "clamped to the tail");
+    assert!(before_beyond_the_end.has_more);
 
     let bob = system.api(0, "bob");
     assert_eq!(seqs(&bob.history(&group.id, "limit=1").await?), vec![25], "members read the same log");

@@ -1,8 +1,9 @@
 //! Reads a conversation's log by `seq`: history pages, ranges for sync and gap filling, the tail.
 //!
-//! Each message has its own subject (`msg.<conv>.<seq>`), so a page costs one tail read and
-//! one batch direct get by subject: nothing here scans the stream, and cost does not grow with
-//! the stream's size.
+//! Each message has its own subject (`msg.<conv>.<seq>`), so a page is one batch direct get by
+//! subject (plus a tail read for the latest page): nothing here scans the stream, and cost does
+//! not grow with the stream's size. The tail is the newest message matching `msg.<conv>.*`; the
+//! server finds it through its subject index, at a cost that grows with the conversation's length.
 
 use async_nats::jetstream::stream::DirectGetErrorKind;
 use schemas::{Message, StoredMessage};
@@ -55,25 +56,41 @@ impl LogReader {
     }
 
     /// A history page per PROTOCOL.md: ascending `seq`, and whether older (or newer, for `After`) messages exist.
+    ///
+    /// Only a `Latest` page needs the tail (the newest of many subjects, the dearest read);
+    /// `Before` and `After` pages are one batch get of the subjects they name.
     pub async fn page(&self, conversation: &Id, request: HistoryRequest) -> Result<(Vec<Message>, bool), StoreError> {
-        let last = self.last_seq(conversation).await?;
-        let (first_wanted, last_wanted, more_beyond) = match request {
+        match request {
             HistoryRequest::Latest { limit } => {
-                let first = last.saturating_sub(limit.max(1) - 1).max(1);
-                (first, last, first > 1)
+                let last = self.last_seq(conversation).await?;
+                self.page_ending_at(conversation, last, limit).await
             }
             HistoryRequest::Before { seq, limit } => {
-                let end = seq.saturating_sub(1).min(last);
-                let first = end.saturating_sub(limit.max(1) - 1).max(1);
-                (first, end, first > 1)
+                let end = seq.saturating_sub(1);
+                let (messages, more) = self.page_ending_at(conversation, end, limit).await?;
+                if messages.last().is_some_and(|message| message.seq == end) || end == 0 {
+                    return Ok((messages, more));
+                }
+                // `seq` is beyond the tail (or its predecessor expired): clamp to the tail as before.
+                let last = self.last_seq(conversation).await?;
+                self.page_ending_at(conversation, end.min(last), limit).await
             }
             HistoryRequest::After { seq, limit } => {
-                let end = seq.saturating_add(limit.max(1)).min(last);
-                (seq + 1, end, end < last)
+                // One more than asked for says whether newer messages exist.
+                let mut messages = self.range(conversation, seq + 1, seq.saturating_add(limit.max(1) + 1)).await?;
+                let more = messages.len() as u64 > limit.max(1);
+                messages.truncate(limit.max(1) as usize);
+                Ok((messages, more))
             }
-        };
-        let messages = self.range(conversation, first_wanted, last_wanted).await?;
-        Ok((messages, more_beyond))
+        }
+    }
+
+    async fn page_ending_at(&self, conversation: &Id, end: u64, limit: u64) -> Result<(Vec<Message>, bool), StoreError> {
+        if end == 0 {
+            return Ok((Vec::new(), false));
+        }
+        let first = end.saturating_sub(limit.max(1) - 1).max(1);
+        Ok((self.range(conversation, first, end).await?, first > 1))
     }
 
     /// Messages `first..=last` in order, skipping any that retention already removed.
