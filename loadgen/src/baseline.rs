@@ -76,6 +76,7 @@ impl BaselinePublisher {
         for index in 0..phase.total_sends() {
             crate::clock::sleep_until_unix(phase.due_unix_nanos(index)).await;
             let group = self.population.group_of(self.population.sender_of(index));
+            recorder.note_send_made();
             if phase.is_measured(index) {
                 recorder.count_send();
             }
@@ -106,8 +107,10 @@ async fn publish_conversation(jetstream: jetstream::Context, group: usize, mut s
             match outcome {
                 Ok(ack) => {
                     last_stream_seq = ack.sequence;
+                    let latency = unix_nanos_now() as i64 - phase.due_unix_nanos(index) as i64;
+                    recorder.note_ack(latency);
                     if phase.is_measured(index) {
-                        recorder.record(Sample::Ack, unix_nanos_now() as i64 - phase.due_unix_nanos(index) as i64);
+                        recorder.record(Sample::Ack, latency);
                     }
                     break;
                 }

@@ -5,13 +5,18 @@
 
 pub mod baseline;
 pub mod clock;
+pub mod idle_connections;
+pub mod load_session;
 pub mod natter_clients;
 pub mod plan;
 pub mod recorder;
 pub mod report;
 pub mod resources;
+pub mod scenario_capacity;
 pub mod scenario_catchup;
+pub mod scenario_connections;
 pub mod scenario_history;
+pub mod scenario_large_group;
 pub mod scenario_latency;
 pub mod svg_plot;
 pub mod system_under_test;

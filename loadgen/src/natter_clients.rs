@@ -89,6 +89,7 @@ impl NatterClients {
                 body: Body::text(MESSAGE_TEXT),
             };
             let text = serde_json::to_string(&frame).expect("client frames serialize");
+            recorder.note_send_made();
             if phase.is_measured(index) {
                 recorder.count_send();
             }
@@ -116,14 +117,23 @@ impl NatterClients {
 
 /// Binds the chosen 127.0.0.x source address first: one source address has only ~28k ports.
 async fn connect_one(spec: &ClientSpec) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
-    let host_and_port = spec.ws_url.strip_prefix("ws://").and_then(|rest| rest.split('/').next()).context("ws url must be ws://host:port/…")?;
+    connect_websocket(&spec.ws_url, &spec.source_ip, None).await
+}
+
+/// A WebSocket to `ws_url` (`ws://host:port/…`) from `source_ip`, with tungstenite's `config` (`None` = its defaults).
+pub async fn connect_websocket(
+    ws_url: &str,
+    source_ip: &str,
+    config: Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>,
+) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio::net::TcpStream>> {
+    let host_and_port = ws_url.strip_prefix("ws://").and_then(|rest| rest.split('/').next()).context("ws url must be ws://host:port/…")?;
     let gateway: SocketAddr = host_and_port.parse().with_context(|| format!("gateway address {host_and_port:?}"))?;
     let socket = TcpSocket::new_v4()?;
     socket.set_nodelay(true)?;
-    let source: SocketAddr = format!("{}:0", spec.source_ip).parse().context("source address")?;
+    let source: SocketAddr = format!("{source_ip}:0").parse().context("source address")?;
     socket.bind(source).with_context(|| format!("failed to bind {source}"))?;
     let stream = socket.connect(gateway).await.with_context(|| format!("failed to connect to {gateway}"))?;
-    let (socket, _response) = tokio_tungstenite::client_async(spec.ws_url.as_str(), stream).await.context("websocket handshake failed")?;
+    let (socket, _response) = tokio_tungstenite::client_async_with_config(ws_url, stream, config).await.context("websocket handshake failed")?;
     Ok(socket)
 }
 
@@ -179,10 +189,12 @@ async fn read_frames(
                 }
             }
             ServerFrame::Ack { client_msg_id, .. } => {
-                if let Some(index) = crate::plan::send_index_of(&phase.tag, &client_msg_id)
-                    && phase.is_measured(index)
-                {
-                    recorder.record(Sample::Ack, arrived as i64 - phase.due_unix_nanos(index) as i64);
+                if let Some(index) = crate::plan::send_index_of(&phase.tag, &client_msg_id) {
+                    let latency = arrived as i64 - phase.due_unix_nanos(index) as i64;
+                    recorder.note_ack(latency);
+                    if phase.is_measured(index) {
+                        recorder.record(Sample::Ack, latency);
+                    }
                 }
             }
             ServerFrame::Error { code, message, .. } => recorder.count_error(|| format!("{user}: error frame {code:?}: {message}")),

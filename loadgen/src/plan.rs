@@ -121,6 +121,12 @@ pub enum Command {
     /// Relay the raw stream to the members' delivery subjects until told to quit.
     BaselineFanout { population: Population, nats_url: String },
     Run { phase: Phase },
+    /// Stop the running phase now and report what was measured so far (a capacity probe that is already lost).
+    AbortPhase,
+    /// Open these idle WebSocket connections at a bounded rate and hold them.
+    IdleConnections { plan: crate::idle_connections::IdleConnectionsPlan },
+    /// Idle connections: send one `ping` frame on every connection and count the `pong`s.
+    PingAll,
     Quit,
 }
 
@@ -129,7 +135,11 @@ pub enum Command {
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     Ready { connected: usize, failed: usize, first_error: Option<String> },
-    Progress { sent: u64, received: u64 },
+    Progress { progress: crate::recorder::ProgressSnapshot },
+    /// Idle connections opened so far (sent once a second while connecting).
+    ConnectProgress { connected: usize, failed: usize },
+    /// The answer to `PingAll`: connections that answered, that stayed silent, and that the server had closed.
+    Pinged { answered: usize, silent: usize, dropped: usize },
     PhaseDone { result: crate::recorder::WorkerPhaseResult },
     Failed { message: String },
 }

@@ -55,6 +55,27 @@ struct RecorderState {
     errors: u64,
     first_error: Option<String>,
     frames_received: u64,
+    /// Every send made and every ack seen in the phase, warm-up included: the coordinator's backlog check.
+    sends_made: u64,
+    acks_seen: u64,
+    /// Acks since the last progress report, warm-up included, so a backlog shows within a second.
+    recent_acks: Histogram<u64>,
+}
+
+/// What a worker tells the coordinator once a second while a phase runs.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ProgressSnapshot {
+    /// Measured sends made so far.
+    pub sent: u64,
+    pub received: u64,
+    /// All sends made and all acks seen in the phase so far (warm-up included).
+    #[serde(default)]
+    pub sends_made: u64,
+    #[serde(default)]
+    pub acks_seen: u64,
+    /// Median due → ack of the acks seen since the previous snapshot; `None` when none came.
+    #[serde(default)]
+    pub recent_ack_p50_ms: Option<f64>,
 }
 
 pub enum Sample {
@@ -74,6 +95,9 @@ impl Default for Recorder {
                 errors: 0,
                 first_error: None,
                 frames_received: 0,
+                sends_made: 0,
+                acks_seen: 0,
+                recent_acks: new_histogram(),
             }),
         }
     }
@@ -108,10 +132,24 @@ impl Recorder {
         }
     }
 
-    /// (sends, frames received) so far, for progress lines.
-    pub fn progress(&self) -> (u64, u64) {
-        let state = self.inner.lock().expect("recorder lock is never poisoned");
-        (state.sends, state.frames_received)
+    /// Any send of the phase, measured or not, as it is handed to the socket.
+    pub fn note_send_made(&self) {
+        self.inner.lock().expect("recorder lock is never poisoned").sends_made += 1;
+    }
+
+    /// Any ack of the phase, measured or not: due time → ack, in nanoseconds.
+    pub fn note_ack(&self, latency_nanos: i64) {
+        let mut state = self.inner.lock().expect("recorder lock is never poisoned");
+        state.acks_seen += 1;
+        state.recent_acks.saturating_record((latency_nanos / 1000).max(1) as u64);
+    }
+
+    /// Counts so far and the median ack since the last call, for progress lines and the backlog check.
+    pub fn progress(&self) -> ProgressSnapshot {
+        let mut state = self.inner.lock().expect("recorder lock is never poisoned");
+        let recent_ack_p50_ms = (!state.recent_acks.is_empty()).then(|| state.recent_acks.value_at_quantile(0.5) as f64 / 1000.0);
+        state.recent_acks.reset();
+        ProgressSnapshot { sent: state.sends, received: state.frames_received, sends_made: state.sends_made, acks_seen: state.acks_seen, recent_ack_p50_ms }
     }
 
     /// Measured `message` frames recorded so far (deliveries and own echoes), to tell when a phase has drained.
@@ -142,6 +180,9 @@ impl Recorder {
         state.sends = 0;
         state.errors = 0;
         state.frames_received = 0;
+        state.sends_made = 0;
+        state.acks_seen = 0;
+        state.recent_acks.reset();
         result
     }
 }

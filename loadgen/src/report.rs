@@ -68,6 +68,9 @@ pub struct PhaseReport {
     pub stream_writes_per_second: Vec<(String, f64)>,
     /// (percentile, ms) points of the delivery latency distribution, for the plot.
     pub curve: Vec<(f64, f64)>,
+    /// Why the phase was cut short (a capacity probe already lost), if it was; its figures cover only what ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<String>,
 }
 
 impl PhaseReport {
@@ -113,6 +116,7 @@ impl PhaseReport {
             processes,
             stream_writes_per_second: Vec::new(),
             curve,
+            stopped_early: None,
         }
     }
 }
@@ -133,6 +137,9 @@ pub struct RunReport {
     /// Other scenarios' figures (history, catch-up), free-form.
     #[serde(default)]
     pub extra: serde_json::Value,
+    /// A scenario's own summary (the capacity search's probes and answer), shown before the phase tables.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary_markdown: Option<String>,
 }
 
 impl RunReport {
@@ -142,13 +149,18 @@ impl RunReport {
 
     pub fn markdown(&self) -> String {
         let mut text = String::new();
-        let _ = writeln!(text, "Scenario `{}`, {} clients in {} groups of {}, {} gateway(s), {} fanout(s), {} client worker process(es).", self.scenario, self.clients, self.groups, self.group_size, self.gateways, self.fanouts, self.workers);
+        let population = if self.groups > 0 { format!("{} clients in {} groups of {}", self.clients, self.groups, self.group_size) } else { format!("{} clients", self.clients) };
+        let _ = writeln!(text, "Scenario `{}`, {population}, {} gateway(s), {} fanout(s), {} client worker process(es).", self.scenario, self.gateways, self.fanouts, self.workers);
         let _ = writeln!(text, "Machine: {}. Started {}.\n", self.machine, self.started_at);
+        let _ = writeln!(text, "Command: `{}`\n", self.command);
+        if let Some(summary) = &self.summary_markdown {
+            let _ = writeln!(text, "{summary}\n");
+        }
         if self.phases.is_empty() {
             let _ = writeln!(text, "```json\n{}\n```", serde_json::to_string_pretty(&self.extra).unwrap_or_default());
             return text;
         }
-        let _ = writeln!(text, "Latency = due time of the send → `message` frame at each of the other 9 members (ms).\n");
+        let _ = writeln!(text, "Latency = due time of the send → `message` frame at each of the other {} members (ms).\n", self.group_size.saturating_sub(1));
         let _ = writeln!(text, "| system | sends/s | window s | p50 | p95 | p99 | p99.9 | max | p99 × baseline | own echo p99 | ack p50 | ack p99 | frames/s | acks/s | missing | errors |");
         let _ = writeln!(text, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for phase in &self.phases {

@@ -1,30 +1,12 @@
 //! The latency scenario: groups of clients sending on a fixed timetable at each rate, Natter and the raw-NATS baseline in turn.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::plan::{ClientSpec, Command, Phase, Population};
+pub use crate::load_session::WorkerMode;
+use crate::load_session::{LoadSession, PhaseShape, SessionOptions, System};
+use crate::plan::Population;
 use crate::report::PhaseReport;
 use crate::system_under_test::Target;
-use crate::worker_pool::WorkerPool;
-
-/// Time between announcing a phase and its first due send, so every worker has the command in hand.
-const PHASE_LEAD_TIME: Duration = Duration::from_millis(1500);
-/// Extra time, beyond a phase's own length, before the coordinator gives up on its workers.
-const PHASE_TIMEOUT_MARGIN: Duration = Duration::from_secs(60);
-
-/// Between phases: no stream may grow for this long before the next phase starts …
-const SETTLE_QUIET_PERIOD: Duration = Duration::from_secs(1);
-/// … or until this much time has passed (then the next phase starts anyway, and the report's stream table shows it).
-const SETTLE_LIMIT: Duration = Duration::from_secs(120);
-
-#[derive(Debug, Clone)]
-pub enum WorkerMode {
-    /// Child processes of this executable (`<executable> worker`), so their CPU is visible and separate.
-    Processes(PathBuf),
-    /// Tasks in this process: for the smoke test, which has no release binary to re-execute.
-    InProcess,
-}
 
 #[derive(Debug, Clone)]
 pub struct LatencyOptions {
@@ -39,6 +21,10 @@ pub struct LatencyOptions {
     pub source_addresses: usize,
     pub baseline: bool,
     pub worker_mode: WorkerMode,
+    /// Members named when a group is created; the rest are added afterwards (see `SessionOptions`).
+    pub members_at_creation: usize,
+    pub phase_lead_time: Duration,
+    pub settle_quiet_period: Duration,
 }
 
 impl LatencyOptions {
@@ -55,6 +41,9 @@ impl LatencyOptions {
             source_addresses: 4,
             baseline: true,
             worker_mode: WorkerMode::InProcess,
+            members_at_creation: crate::system_under_test::MAX_MEMBERS_AT_CREATION,
+            phase_lead_time: Duration::from_millis(1500),
+            settle_quiet_period: Duration::from_secs(1),
         }
     }
 
@@ -72,108 +61,49 @@ impl LatencyOptions {
             ..LatencyOptions::full()
         }
     }
-}
 
-fn spawn_worker(pool: &mut WorkerPool, mode: &WorkerMode, name: &str) -> anyhow::Result<usize> {
-    match mode {
-        WorkerMode::Processes(executable) => pool.spawn_process(executable, name),
-        WorkerMode::InProcess => Ok(pool.spawn_in_process(name)),
+    /// The session these options describe (who connects, how phases are paced).
+    pub fn session_options(&self) -> SessionOptions {
+        SessionOptions {
+            population: self.population,
+            client_workers: self.client_workers.max(1),
+            source_addresses: self.source_addresses.max(1),
+            baseline: self.baseline,
+            worker_mode: self.worker_mode.clone(),
+            members_at_creation: self.members_at_creation,
+            phase_lead_time: self.phase_lead_time,
+            settle_quiet_period: self.settle_quiet_period,
+        }
+    }
+
+    pub fn phase_shape(&self, rate_per_second: f64) -> PhaseShape {
+        PhaseShape { rate_per_second, warmup_seconds: self.warmup_seconds, measure_seconds: self.measure_seconds, drain_seconds: self.drain_seconds }
     }
 }
 
 /// Sets everything up, runs every (repeat, rate, system) phase, and returns one report per phase.
 pub async fn run_latency(target: &Target, options: &LatencyOptions) -> anyhow::Result<Vec<PhaseReport>> {
-    let population = options.population;
-    eprintln!("setup: creating {} groups of {} over HTTP", population.groups, population.group_size);
-    let conversations = crate::system_under_test::create_groups(target, population).await?;
-    let specs: Vec<ClientSpec> = (0..population.clients())
-        .map(|client| {
-            let user = crate::plan::user_name(client);
-            let device = crate::plan::device_name(client);
-            ClientSpec {
-                client,
-                ws_url: target.ws_url(client, &user, &device, false),
-                user,
-                device,
-                conversation: conversations[population.group_of(client)].clone(),
-                source_ip: format!("127.0.0.{}", 1 + client % options.source_addresses.max(1)),
-            }
-        })
-        .collect();
-    let share = |worker: usize| -> Vec<ClientSpec> { specs.iter().filter(|spec| spec.client % options.client_workers == worker).cloned().collect() };
-
-    let mut pool = WorkerPool::default();
-    let mut natter_workers = Vec::new();
-    for worker in 0..options.client_workers {
-        let index = spawn_worker(&mut pool, &options.worker_mode, &format!("clients-{worker}"))?;
-        pool.workers[index].send(Command::NatterClients { population, clients: share(worker) })?;
-        natter_workers.push(index);
-    }
-    let mut baseline_workers = Vec::new();
+    let mut session = LoadSession::start(target, &options.session_options()).await?;
+    let mut systems = vec![System::Natter];
     if options.baseline {
-        crate::baseline::provision(&target.nats_url).await?;
-        let fanout = spawn_worker(&mut pool, &options.worker_mode, "baseline-fanout")?;
-        pool.workers[fanout].send(Command::BaselineFanout { population, nats_url: target.nats_url.clone() })?;
-        let publisher = spawn_worker(&mut pool, &options.worker_mode, "baseline-publisher")?;
-        pool.workers[publisher].send(Command::BaselinePublisher { population, nats_url: target.nats_url.clone() })?;
-        baseline_workers.push(publisher);
-        for worker in 0..options.client_workers {
-            let index = spawn_worker(&mut pool, &options.worker_mode, &format!("subscribers-{worker}"))?;
-            pool.workers[index].send(Command::BaselineSubscribers { population, nats_url: target.nats_url.clone(), clients: share(worker) })?;
-            baseline_workers.push(index);
-        }
+        systems.push(System::Baseline);
     }
-    eprintln!("setup: connecting {} WebSocket clients over {} worker(s){}", population.clients(), options.client_workers, if options.baseline { " and as many raw NATS subscribers" } else { "" });
-    let every_worker: Vec<usize> = (0..pool.workers.len()).collect();
-    pool.wait_ready(&every_worker).await?;
-
-    // Every phase samples every process (Natter's and the baseline's), so a backlog still being worked
-    // off by the other system shows up in the table instead of hiding under "other processes".
-    let mut sampled_processes = target.processes.clone();
-    sampled_processes.extend(pool.workers.iter().filter_map(|worker| worker.pid().map(|pid| (format!("loadgen {}", worker.name), pid))));
-
     let mut reports = Vec::new();
     for repeat in 0..options.repeats {
         for &rate in &options.rates {
-            let mut systems = vec![("natter", &natter_workers)];
-            if options.baseline {
-                systems.push(("baseline", &baseline_workers));
-            }
-            for (system, participants) in systems {
-                let phase = Phase {
-                    tag: format!("{}{}r{repeat}", &system[..1], rate as u64),
-                    epoch_unix_nanos: crate::clock::unix_nanos_now() + PHASE_LEAD_TIME.as_nanos() as u64,
-                    rate_per_second: rate,
-                    warmup_seconds: options.warmup_seconds,
-                    measure_seconds: options.measure_seconds,
-                    drain_seconds: options.drain_seconds,
-                    population,
-                };
-                eprintln!("run: {system} at {rate} sends/s ({} s warm-up, {} s measured), repeat {}/{}", options.warmup_seconds, options.measure_seconds, repeat + 1, options.repeats);
-                for &index in participants.iter() {
-                    pool.workers[index].send(Command::Run { phase: phase.clone() })?;
-                }
-                let (window_start, window_end) = phase.measured_window_unix_nanos();
-                let sampler = tokio::spawn(crate::resources::measure_window(sampled_processes.clone(), window_start, window_end));
-                let stream_writes = tokio::spawn(crate::resources::measure_stream_writes(target.nats_url.clone(), window_start, window_end));
-                let timeout = Duration::from_secs_f64(options.warmup_seconds + options.measure_seconds + options.drain_seconds) + PHASE_LEAD_TIME + PHASE_TIMEOUT_MARGIN;
-                let results = pool.collect_phase(participants, &format!("{system} {rate}/s"), timeout).await?;
-                let usage = sampler.await.unwrap_or_default();
-                let mut report = PhaseReport::from_workers(system, &phase, &results, usage);
-                report.stream_writes_per_second = stream_writes.await.unwrap_or_default();
-                eprintln!(
-                    "  {system} {rate}/s: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; {} of {} deliveries, {} errors",
-                    report.latency_ms.p50, report.latency_ms.p99, report.latency_ms.p99_9, report.latency_ms.max, report.deliveries, report.expected_deliveries, report.errors
-                );
-                reports.push(report);
-                // A system that fell behind is still working off its backlog; the next phase must not pay for it.
-                let waited = crate::resources::wait_until_streams_settle(&target.nats_url, SETTLE_QUIET_PERIOD, SETTLE_LIMIT).await;
-                if waited > SETTLE_QUIET_PERIOD * 2 {
-                    eprintln!("  waited {:.1} s for JetStream to settle before the next phase", waited.as_secs_f64());
+            for &system in &systems {
+                eprintln!("run: {} at {rate} sends/s ({} s warm-up, {} s measured), repeat {}/{}", system.name(), options.warmup_seconds, options.measure_seconds, repeat + 1, options.repeats);
+                let outcome = session.run_phase(system, options.phase_shape(rate), |_| None).await;
+                match outcome {
+                    Ok(report) => reports.push(report),
+                    Err(error) => {
+                        session.shut_down().await;
+                        return Err(error);
+                    }
                 }
             }
         }
     }
-    pool.shut_down().await;
+    session.shut_down().await;
     Ok(reports)
 }

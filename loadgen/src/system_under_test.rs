@@ -14,8 +14,11 @@ use crate::plan::Population;
 
 /// Generous: a release gateway is up in well under a second, but the box is shared.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
-/// Group creations in flight at once during setup.
+/// Group creations (and member additions) in flight at once during setup.
 const SETUP_CONCURRENCY: usize = 16;
+/// The most members a group may name at creation: the store refuses more than 1,000
+/// (`store/src/conversations.rs`, MAX_INITIAL_MEMBERS), so one less leaves room for the owner.
+pub const MAX_MEMBERS_AT_CREATION: usize = 999;
 
 /// Where the load goes, whoever started it: gateway addresses, NATS, the token secret, and pids to sample.
 #[derive(Debug, Clone)]
@@ -61,25 +64,38 @@ pub struct SystemUnderTest {
 
 impl SystemUnderTest {
     pub async fn start(natter_binary: &Path, gateways: usize, fanouts: usize) -> anyhow::Result<SystemUnderTest> {
+        SystemUnderTest::start_with_environment(natter_binary, gateways, fanouts, &[]).await
+    }
+
+    /// As `start`, with `extra_environment` (`KEY=VALUE`) set on every natter role after the loadgen's own
+    /// settings: configuration a run needs (a limit raised) or a diagnosis (an allocator setting).
+    pub async fn start_with_environment(natter_binary: &Path, gateways: usize, fanouts: usize, extra_environment: &[String]) -> anyhow::Result<SystemUnderTest> {
+        let extra_environment: Vec<(String, String)> = extra_environment
+            .iter()
+            .map(|pair| pair.split_once('=').map(|(key, value)| (key.to_owned(), value.to_owned())).with_context(|| format!("--role-env {pair:?} is not KEY=VALUE")))
+            .collect::<anyhow::Result<_>>()?;
         anyhow::ensure!(natter_binary.is_file(), "no natter binary at {} (build it: cargo build --release -p natter)", natter_binary.display());
         let store = tempfile::Builder::new().prefix("natter-loadgen-").tempdir().context("failed to create a store dir")?;
         let nats = NatsServer::start(&store.path().join("nats")).await?;
         let redis = RedisServer::start(&store.path().join("redis")).await?;
         let jwt_secret = random_secret();
         let mut processes = vec![("nats-server".to_owned(), nats.pid()), ("redis-server".to_owned(), redis.pid())];
+        let settings = RoleSettings { nats_url: nats.client_url(), redis_url: redis.url(), jwt_secret: jwt_secret.clone(), extra_environment };
         let mut roles = Vec::new();
         let mut addresses = Vec::new();
         let http = reqwest::Client::new();
         for gateway in 0..gateways {
             let address = free_address()?;
-            let child = spawn_role(natter_binary, "gateway", &nats.client_url(), &redis.url(), &jwt_secret, Some(address), &store.path().join(format!("gateway-{gateway}.log")))?;
+            let log_path = store.path().join(format!("gateway-{gateway}.log"));
+            let child = spawn_role(natter_binary, "gateway", &settings, Some(address), &log_path)?;
             processes.push((format!("gateway-{gateway}"), child.id().context("gateway pid")?));
             roles.push(child);
             wait_for_health(&http, address).await?;
             addresses.push(address);
         }
         for fanout in 0..fanouts {
-            let child = spawn_role(natter_binary, "fanout", &nats.client_url(), &redis.url(), &jwt_secret, None, &store.path().join(format!("fanout-{fanout}.log")))?;
+            let log_path = store.path().join(format!("fanout-{fanout}.log"));
+            let child = spawn_role(natter_binary, "fanout", &settings, None, &log_path)?;
             processes.push((format!("fanout-{fanout}"), child.id().context("fanout pid")?));
             roles.push(child);
         }
@@ -131,14 +147,22 @@ fn free_address() -> anyhow::Result<SocketAddr> {
     Ok(probe.local_addr()?)
 }
 
-fn spawn_role(binary: &Path, role: &str, nats_url: &str, redis_url: &str, secret: &str, listen: Option<SocketAddr>, log_path: &Path) -> anyhow::Result<Child> {
+/// What every role of one run is started with.
+struct RoleSettings {
+    nats_url: String,
+    redis_url: String,
+    jwt_secret: String,
+    extra_environment: Vec<(String, String)>,
+}
+
+fn spawn_role(binary: &Path, role: &str, settings: &RoleSettings, listen: Option<SocketAddr>, log_path: &Path) -> anyhow::Result<Child> {
     let log = std::fs::File::create(log_path).with_context(|| format!("failed to create {}", log_path.display()))?;
     let mut command = tokio::process::Command::new(binary);
     command
         .arg(role)
-        .env("NATTER_NATS_URL", nats_url)
-        .env("NATTER_REDIS_URL", redis_url)
-        .env("NATTER_JWT_SECRET", secret)
+        .env("NATTER_NATS_URL", &settings.nats_url)
+        .env("NATTER_REDIS_URL", &settings.redis_url)
+        .env("NATTER_JWT_SECRET", &settings.jwt_secret)
         .env("NATTER_DEV_MODE", "0")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
@@ -148,6 +172,7 @@ fn spawn_role(binary: &Path, role: &str, nats_url: &str, redis_url: &str, secret
     if let Some(listen) = listen {
         command.env("NATTER_LISTEN", listen.to_string());
     }
+    command.envs(settings.extra_environment.iter().map(|(key, value)| (key, value)));
     command.spawn().with_context(|| format!("failed to start {} {role}", binary.display()))
 }
 
@@ -181,8 +206,9 @@ async fn wait_for_fanout_consumer(nats_url: &str) -> anyhow::Result<()> {
     }
 }
 
-/// Creates every group over HTTP, each by its first member; returns the conversation id per group.
-pub async fn create_groups(target: &Target, population: Population) -> anyhow::Result<Vec<String>> {
+/// Creates every group over HTTP, each by its first member naming up to `members_at_creation` others,
+/// then adds the rest one by one (as the owner); returns the conversation id per group.
+pub async fn create_groups(target: &Target, population: Population, members_at_creation: usize) -> anyhow::Result<Vec<String>> {
     let http = reqwest::Client::new();
     let creations = futures::stream::iter(0..population.groups).map(|group| {
         let http = http.clone();
@@ -190,18 +216,47 @@ pub async fn create_groups(target: &Target, population: Population) -> anyhow::R
             let mut members = population.members_of(group).map(crate::plan::user_name);
             let owner = members.next().expect("groups have members");
             let others: Vec<String> = members.collect();
+            let named_now = others.len().min(members_at_creation.max(1));
             let response = http
                 .post(format!("{}/v1/conversations", target.http_url(group)))
                 .bearer_auth(target.token(&owner))
-                .json(&serde_json::json!({"kind": "group", "title": format!("loadgen {group}"), "members": others}))
+                .json(&serde_json::json!({"kind": "group", "title": format!("loadgen {group}"), "members": others[..named_now]}))
                 .send()
                 .await
                 .with_context(|| format!("create group {group}"))?;
             let status = response.status();
             let body: serde_json::Value = response.json().await.with_context(|| format!("create group {group}: body"))?;
             anyhow::ensure!(status.is_success(), "create group {group}: {status} {body}");
-            body["id"].as_str().map(str::to_owned).with_context(|| format!("create group {group}: no id in {body}"))
+            let conversation = body["id"].as_str().map(str::to_owned).with_context(|| format!("create group {group}: no id in {body}"))?;
+            add_members(target, &http, group, &conversation, &owner, &others[named_now..]).await?;
+            Ok(conversation)
         }
     });
     creations.buffered(SETUP_CONCURRENCY).collect::<Vec<_>>().await.into_iter().collect()
+}
+
+/// `POST /v1/conversations/{id}/members` for each of `users`, as the group's owner.
+async fn add_members(target: &Target, http: &reqwest::Client, group: usize, conversation: &str, owner: &str, users: &[String]) -> anyhow::Result<()> {
+    if users.is_empty() {
+        return Ok(());
+    }
+    eprintln!("setup: adding {} more member(s) to group {group}", users.len());
+    let owner_token = target.token(owner);
+    let additions = futures::stream::iter(users).map(|user| {
+        let request = http.post(format!("{}/v1/conversations/{conversation}/members", target.http_url(group))).bearer_auth(&owner_token).json(&serde_json::json!({"user": user}));
+        async move {
+            let response = request.send().await.with_context(|| format!("add {user} to group {group}"))?;
+            let status = response.status();
+            // The reply lists every member: read it only when something went wrong.
+            if !status.is_success() {
+                let body = response.text().await.unwrap_or_default();
+                anyhow::bail!("add {user} to group {group}: {status} {body}");
+            }
+            anyhow::Ok(())
+        }
+    });
+    for outcome in additions.buffer_unordered(SETUP_CONCURRENCY).collect::<Vec<_>>().await {
+        outcome?;
+    }
+    Ok(())
 }

@@ -24,6 +24,7 @@ enum Role {
     Subscribers { tasks: JoinSet<()>, expected_per_send_group: Vec<u64> },
     Publisher(BaselinePublisher),
     Fanout(JoinSet<anyhow::Result<()>>),
+    Idle(crate::idle_connections::IdleConnections),
 }
 
 /// Runs until `Quit` or until the command channel closes.
@@ -31,7 +32,7 @@ pub async fn run_worker(mut commands_rx: mpsc::UnboundedReceiver<Command>, event
     let recorder = Arc::new(Recorder::default());
     let current_phase: CurrentPhase = Arc::new(RwLock::new(None));
     let Some(first) = commands_rx.recv().await else { return };
-    let role = match first {
+    let mut role = match first {
         Command::NatterClients { population, clients } => {
             let (clients, outcome) = NatterClients::connect_all(population, clients, recorder.clone(), current_phase.clone()).await;
             let _ = events_tx.send(Event::Ready { connected: outcome.connected, failed: outcome.failed, first_error: outcome.first_error });
@@ -62,7 +63,8 @@ pub async fn run_worker(mut commands_rx: mpsc::UnboundedReceiver<Command>, event
             let _ = events_tx.send(Event::Ready { connected: 1, failed: 0, first_error: None });
             Role::Fanout(tasks)
         }
-        Command::Run { .. } | Command::Quit => {
+        Command::IdleConnections { plan } => Role::Idle(crate::idle_connections::IdleConnections::open_all(plan, &events_tx).await),
+        Command::Run { .. } | Command::AbortPhase | Command::PingAll | Command::Quit => {
             let _ = events_tx.send(Event::Failed { message: "the first command must give the worker its role".to_owned() });
             return;
         }
@@ -72,12 +74,30 @@ pub async fn run_worker(mut commands_rx: mpsc::UnboundedReceiver<Command>, event
             Command::Run { phase } => {
                 *current_phase.write().expect("phase lock is never poisoned") = Some(phase.clone());
                 let progress_task = tokio::spawn(report_progress(recorder.clone(), events_tx.clone()));
-                run_phase(&role, &phase, &recorder).await;
+                // The phase runs to its end unless the coordinator aborts it (a capacity probe already lost);
+                // either way what was measured so far is reported.
+                let quit = tokio::select! {
+                    () = run_phase(&role, &phase, &recorder) => false,
+                    quit = wait_for_abort(&mut commands_rx) => quit,
+                };
                 progress_task.abort();
                 // Clear the phase before taking the result, so a straggler cannot land in the next phase's numbers.
                 *current_phase.write().expect("phase lock is never poisoned") = None;
                 let _ = events_tx.send(Event::PhaseDone { result: recorder.take() });
+                if quit {
+                    break;
+                }
             }
+            Command::PingAll => match &mut role {
+                Role::Idle(connections) => {
+                    let _ = events_tx.send(connections.ping_all().await);
+                }
+                _ => {
+                    let _ = events_tx.send(Event::Failed { message: "only idle connections answer PingAll".to_owned() });
+                }
+            },
+            // An abort that arrives after its phase ended has nothing left to stop.
+            Command::AbortPhase => {}
             Command::Quit => break,
             other => {
                 let _ = events_tx.send(Event::Failed { message: format!("unexpected command {other:?}") });
@@ -89,6 +109,18 @@ pub async fn run_worker(mut commands_rx: mpsc::UnboundedReceiver<Command>, event
         Role::Subscribers { mut tasks, .. } => tasks.abort_all(),
         Role::Publisher(publisher) => publisher.close(),
         Role::Fanout(mut tasks) => tasks.abort_all(),
+        Role::Idle(connections) => connections.close().await,
+    }
+}
+
+/// Returns on `AbortPhase` (false) or when the worker should quit (true); other commands mid-phase are ignored.
+async fn wait_for_abort(commands_rx: &mut mpsc::UnboundedReceiver<Command>) -> bool {
+    loop {
+        match commands_rx.recv().await {
+            Some(Command::AbortPhase) => return false,
+            Some(Command::Quit) | None => return true,
+            Some(_) => {}
+        }
     }
 }
 
@@ -107,7 +139,7 @@ async fn run_phase(role: &Role, phase: &Phase, recorder: &Recorder) {
             publisher.run_sends(phase, recorder).await;
             0
         }
-        Role::Fanout(_) => 0,
+        Role::Fanout(_) | Role::Idle(_) => 0,
     };
     let give_up_at = crate::clock::tokio_instant_at(phase.end_of_sends_unix_nanos() + (phase.drain_seconds * 1e9) as u64);
     // Polling is fine here: this is the end of a measured window, not a test waiting on a condition.
@@ -126,8 +158,7 @@ async fn report_progress(recorder: Arc<Recorder>, events_tx: mpsc::UnboundedSend
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        let (sent, received) = recorder.progress();
-        if events_tx.send(Event::Progress { sent, received }).is_err() {
+        if events_tx.send(Event::Progress { progress: recorder.progress() }).is_err() {
             return;
         }
     }

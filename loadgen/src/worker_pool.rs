@@ -10,10 +10,37 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use crate::plan::{Command, Event};
-use crate::recorder::WorkerPhaseResult;
+use crate::recorder::{ProgressSnapshot, WorkerPhaseResult};
 
 /// How long a worker may take to connect or subscribe its share before the run gives up.
 const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The progress of one phase summed over its workers; the ack median is the worst worker's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CombinedProgress {
+    pub sent: u64,
+    pub received: u64,
+    pub sends_made: u64,
+    pub acks_seen: u64,
+    /// The highest of the workers' medians since their previous report: each worker's senders are a
+    /// random slice of all senders, so the worst slice is a fair and cautious stand-in for the whole.
+    pub recent_ack_p50_ms: Option<f64>,
+}
+
+impl CombinedProgress {
+    fn of<'a>(snapshots: impl Iterator<Item = &'a ProgressSnapshot>) -> CombinedProgress {
+        snapshots.fold(CombinedProgress::default(), |total, snapshot| CombinedProgress {
+            sent: total.sent + snapshot.sent,
+            received: total.received + snapshot.received,
+            sends_made: total.sends_made + snapshot.sends_made,
+            acks_seen: total.acks_seen + snapshot.acks_seen,
+            recent_ack_p50_ms: match (total.recent_ack_p50_ms, snapshot.recent_ack_p50_ms) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            },
+        })
+    }
+}
 
 pub struct Worker {
     pub name: String,
@@ -127,7 +154,7 @@ impl WorkerPool {
                     waiting.retain(|waiting_index| *waiting_index != index);
                 }
                 Event::Failed { message } => bail!("worker {}: {message}", self.workers[index].name),
-                Event::Progress { .. } | Event::PhaseDone { .. } => {}
+                Event::Progress { .. } | Event::PhaseDone { .. } | Event::ConnectProgress { .. } | Event::Pinged { .. } => {}
             }
         }
         Ok(connected_total)
@@ -135,30 +162,54 @@ impl WorkerPool {
 
     /// Waits for `PhaseDone` from each of `indices`, printing combined progress on stderr once a second.
     pub async fn collect_phase(&mut self, indices: &[usize], label: &str, timeout: std::time::Duration) -> anyhow::Result<Vec<WorkerPhaseResult>> {
+        Ok(self.collect_phase_watching(indices, label, timeout, |_| None).await?.0)
+    }
+
+    /// As `collect_phase`, and after each progress event asks `stop_early` about the workers' combined
+    /// progress; once it names a reason, every worker of the phase is told to abort and report what it has.
+    pub async fn collect_phase_watching(
+        &mut self,
+        indices: &[usize],
+        label: &str,
+        timeout: std::time::Duration,
+        mut stop_early: impl FnMut(&CombinedProgress) -> Option<String>,
+    ) -> anyhow::Result<(Vec<WorkerPhaseResult>, Option<String>)> {
         let mut results = Vec::new();
-        let mut progress = vec![(0u64, 0u64); self.workers.len()];
+        let mut progress = vec![ProgressSnapshot::default(); self.workers.len()];
+        let mut stopped_because = None;
         let mut last_print = tokio::time::Instant::now();
         let deadline = tokio::time::Instant::now() + timeout;
         while results.len() < indices.len() {
-            let (index, event) = tokio::time::timeout_at(deadline, self.events_rx.recv())
-                .await
-                .with_context(|| format!("{label}: workers did not finish in time"))?
-                .context("every worker is gone")?;
+            let (index, event) = self.next_event_until(deadline).await.with_context(|| format!("{label}: workers did not finish in time"))?;
             match event {
                 Event::PhaseDone { result } if indices.contains(&index) => results.push(result),
-                Event::Progress { sent, received } => {
-                    progress[index] = (sent, received);
+                Event::Progress { progress: snapshot } => {
+                    progress[index] = snapshot;
+                    let combined = CombinedProgress::of(indices.iter().map(|&index| &progress[index]));
                     if last_print.elapsed() >= std::time::Duration::from_secs(1) {
-                        let (sent, received) = progress.iter().fold((0, 0), |(s, r), (ws, wr)| (s + ws, r + wr));
-                        eprintln!("  {label}: {sent} measured sends, {received} message frames received");
+                        eprintln!("  {label}: {} measured sends, {} message frames received", combined.sent, combined.received);
                         last_print = tokio::time::Instant::now();
+                    }
+                    if stopped_because.is_none()
+                        && let Some(reason) = stop_early(&combined)
+                    {
+                        eprintln!("  {label}: stopping early: {reason}");
+                        for &index in indices {
+                            self.workers[index].send(Command::AbortPhase)?;
+                        }
+                        stopped_because = Some(reason);
                     }
                 }
                 Event::Failed { message } => bail!("worker {}: {message}", self.workers[index].name),
                 _ => {}
             }
         }
-        Ok(results)
+        Ok((results, stopped_because))
+    }
+
+    /// The next event from any worker, or an error once `deadline` passes or every worker is gone.
+    pub async fn next_event_until(&mut self, deadline: tokio::time::Instant) -> anyhow::Result<(usize, Event)> {
+        tokio::time::timeout_at(deadline, self.events_rx.recv()).await.context("deadline passed")?.context("every worker is gone")
     }
 
     /// Asks every worker to quit and waits briefly for child processes; the rest die with their handles.
