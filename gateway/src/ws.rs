@@ -85,13 +85,14 @@ pub async fn upgrade(
             Ok(socket) => {
                 // Before the reader starts: once the device has a reply, it counts as online everywhere.
                 let patience = PRESENCE_REGISTRATION_PATIENCE.min(connection_state.config.heartbeat_interval);
-                connection_state.presence.connected(&user, connection, patience).await;
-                run_connection(connection_state.clone(), socket, &user, device, resume, channels).await;
+                // Boxed, so an idle connection's task holds only the state it waits in, not the union of all.
+                Box::pin(connection_state.presence.connected(&user, connection, patience)).await;
+                Box::pin(run_connection(connection_state.clone(), socket, &user, device, resume, channels)).await;
                 connection_state.presence.disconnected(&user, connection);
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
         }
-        connection_state.hub.detach(&user, connection).await;
+        Box::pin(connection_state.hub.detach(&user, connection)).await;
     });
     Ok(response.into_response())
 }
@@ -117,7 +118,7 @@ async fn run_connection(state: AppState, mut socket: WebSocket<Socket>, user: &I
     let mut writer = tokio::spawn(write_frames(write_half, outbound_rx, control_rx, state.shutdown.clone(), heartbeat));
     tracing::debug!(%user, %device, connection, resume, "device connected");
     // Before the reader starts, so the snapshot precedes the reply to the device's first frame.
-    crate::presence_snapshot::send_presence_snapshot(&state, user, &outbound_tx).await;
+    Box::pin(crate::presence_snapshot::send_presence_snapshot(&state, user, &outbound_tx)).await;
     let session = Session::new(state.clone(), user.clone(), device, connection, outbound_tx);
     let mut reader = tokio::spawn(read_frames(session, read_half, control_tx.clone(), limits.max_frame_bytes, activity));
     tokio::select! {
@@ -157,7 +158,7 @@ async fn read_frames(
         let frame = match read_half.read_frame(&mut forward_obligated).await {
             Ok(frame) => frame,
             Err(WebSocketError::FrameTooLarge) => {
-                session.reply(too_large(max_message_bytes).to_frame(None)).await;
+                Box::pin(session.reply(too_large(max_message_bytes).to_frame(None))).await;
                 return Flow::Close { code: close_codes::MESSAGE_TOO_BIG, reason: "message too large".to_owned() };
             }
             Err(error) => {
@@ -196,16 +197,18 @@ async fn read_frames(
             }
         };
         let Some(message) = message else {
-            let flow = session.protocol_error(None, too_large(max_message_bytes)).await;
+            let flow = Box::pin(session.protocol_error(None, too_large(max_message_bytes))).await;
             if let Flow::Close { .. } = flow {
                 return flow;
             }
             continue;
         };
+        // Handling a frame (sync, send, media…) takes KiBs of future state; boxed, it is held only
+        // while a frame is handled, not by every idle connection's reader task.
         let flow = match (opcode, String::from_utf8(message)) {
-            (OpCode::Text, Ok(text)) => session.handle_text(&text).await,
-            (OpCode::Text, Err(_)) => session.protocol_error(None, ApiError::invalid("text frame is not UTF-8")).await,
-            _ => session.protocol_error(None, ApiError::invalid("frames are JSON text; binary frames are not accepted")).await,
+            (OpCode::Text, Ok(text)) => Box::pin(session.handle_text(&text)).await,
+            (OpCode::Text, Err(_)) => Box::pin(session.protocol_error(None, ApiError::invalid("text frame is not UTF-8"))).await,
+            _ => Box::pin(session.protocol_error(None, ApiError::invalid("frames are JSON text; binary frames are not accepted"))).await,
         };
         if let Flow::Close { .. } = flow {
             return flow;
