@@ -76,3 +76,24 @@ async fn a_removed_member_is_refused_on_every_gateway_within_a_second() -> anyho
     assert!(late.len() <= 2, "at most one racing send per gateway: {late:?}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_group_larger_than_one_server_batch_lists_and_delivers_to_every_member() -> anyhow::Result<()> {
+    let system = TestSystem::start().await?;
+    let owner = system.api(0, "olga");
+    let first: Vec<String> = (0..999).map(|index| format!("m{index}")).collect();
+    let group = owner.create_group("stadium", &first.iter().map(String::as_str).collect::<Vec<_>>()).await?;
+    assert_eq!(group.members.len(), 1000);
+    // nats-server answers a multi_last of more than ~1,000 subjects with 413; the listing must page.
+    let mut last = group;
+    for index in 999..1200 {
+        let (status, body) = owner.post(&format!("/v1/conversations/{}/members", last.id), json!({"user": format!("m{index}")})).await?;
+        assert_eq!(status, StatusCode::OK, "adding member {index}: {body}");
+        last = serde_json::from_value(body)?;
+    }
+    assert_eq!(last.members.len(), 1201, "every member listed");
+    let mut newest = system.connect(0, "m1199", "phone").await?;
+    let (seq, _) = system.connect(0, "olga", "laptop").await?.send_text(&last.id, "hello-all", "welcome").await?;
+    newest.messages_until(&last.id, seq, Duration::from_secs(10)).await?;
+    Ok(())
+}

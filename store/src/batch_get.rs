@@ -22,6 +22,9 @@ const SUBJECT_HEADER: &str = "Nats-Subject";
 const SEQUENCE_HEADER: &str = "Nats-Sequence";
 const END_OF_BATCH: u16 = 204;
 const NOTHING_FOUND: u16 = 404;
+const TOO_MANY_RESULTS: u16 = 413;
+/// Messages per page when a listing is too large for one `multi_last`.
+const PAGE_OF_MATCHES: usize = 500;
 
 /// One subject's last message.
 #[derive(Debug, Clone)]
@@ -41,10 +44,42 @@ pub async fn last_messages(client: &async_nats::Client, stream: &str, subjects: 
     Ok(found)
 }
 
-/// The last message of every subject matching `filter` (a subject with wildcards), in one request.
+/// The last message of every subject matching `filter` (a subject with wildcards): one request
+/// while the server agrees to answer it whole, else pages of the matching messages in stream order.
 pub async fn last_messages_matching(client: &async_nats::Client, stream: &str, filter: &str) -> Result<HashMap<String, LastMessage>, StoreError> {
     let request = serde_json::json!({ "multi_last": [filter], "batch": MAX_MATCHING_SUBJECTS });
-    send_batch_request(client, stream, request).await
+    match send_batch_request(client, stream, request).await {
+        // The server caps how many subjects one multi_last may answer (a group of ~1,000 members hit it).
+        Err(StoreError::Internal(message)) if message.contains(&format!("status {TOO_MANY_RESULTS}")) => {
+            last_messages_matching_paged(client, stream, filter).await
+        }
+        other => other,
+    }
+}
+
+/// Walks every message matching `filter` in pages (`next_by_subj`), keeping the newest per subject.
+async fn last_messages_matching_paged(client: &async_nats::Client, stream: &str, filter: &str) -> Result<HashMap<String, LastMessage>, StoreError> {
+    let mut found: HashMap<String, LastMessage> = HashMap::new();
+    let mut next_seq = 1;
+    loop {
+        let request = serde_json::json!({ "seq": next_seq, "next_by_subj": filter, "batch": PAGE_OF_MATCHES });
+        let page = send_batch_request(client, stream, request).await?;
+        let Some(highest) = page.values().map(|message| message.stream_seq).max() else {
+            return Ok(found);
+        };
+        for (subject, message) in page {
+            match found.get(&subject) {
+                Some(known) if known.stream_seq > message.stream_seq => {}
+                _ => {
+                    found.insert(subject, message);
+                }
+            }
+        }
+        if found.len() > MAX_MATCHING_SUBJECTS {
+            return Err(StoreError::Internal(format!("more than {MAX_MATCHING_SUBJECTS} subjects match {filter}")));
+        }
+        next_seq = highest + 1;
+    }
 }
 
 /// The newest message on any subject matching `filter`, or None when there is none.
