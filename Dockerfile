@@ -1,4 +1,4 @@
-# Builds natter's release binaries (all-in-one launcher, gateway, fanout and media workers) into a small runtime image.
+# Builds natter's release binaries (all-in-one launcher, gateway, fanout, media and push workers) into a small runtime image.
 
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src
@@ -9,7 +9,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     cargo build --release --locked -p natter \
     && mkdir -p /out \
-    && cp target/release/natter target/release/natter-gateway target/release/natter-fanout target/release/natter-media /out/
+    && cp target/release/natter target/release/natter-gateway target/release/natter-fanout target/release/natter-media target/release/natter-push /out/
 
 FROM debian:bookworm-slim
 RUN apt-get update \

@@ -1,4 +1,4 @@
-//! The HTTP API of PROTOCOL.md: dev tokens, conversations and members, messages and history, media.
+//! The HTTP API of PROTOCOL.md: dev tokens, conversations and members, messages and history, media, push registration.
 
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
@@ -34,6 +34,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/messages", post(post_message))
         .route("/v1/receipts", post(post_receipt))
         .route("/v1/ws", get(crate::ws::upgrade))
+        .route("/v1/devices/{device}/push", post(crate::push_api::register).delete(crate::push_api::unregister))
+        .route("/v1/conversations/{id}/settings", put(crate::push_api::conversation_settings))
+        .route("/v1/settings/notifications", put(crate::push_api::notification_settings).get(crate::push_api::get_notification_settings))
         .route("/v1/media", post(crate::media_api::create_upload))
         .route("/v1/media/{id}", get(crate::media_api::metadata))
         // The upload streams its body itself and enforces the signed size, so the JSON body cap does not apply.

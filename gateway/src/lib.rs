@@ -18,6 +18,7 @@ mod presence;
 mod presence_scripts;
 mod presence_snapshot;
 mod presence_status;
+mod push_api;
 mod receipt_coalescer;
 mod receipts;
 mod redis_connection;
@@ -44,7 +45,7 @@ use crate::delivery_hub::DeliveryHub;
 use crate::presence::{Presence, PresenceSettings};
 use crate::presence_status::ContactDirectory;
 use crate::typing::TypingLimiter;
-use crate::state::AppState;
+use crate::state::{AppServices, AppState};
 
 /// How long open sockets get to close after shutdown starts.
 const CONNECTION_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -57,6 +58,7 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
         .context("failed to provision streams and buckets")?;
     let (membership, membership_task) = MembershipCache::start(nats.clone(), &storage, shutdown.clone()).await?;
     let media = store::MediaStorage::provision(nats.clone(), &config.storage).await.context("failed to provision media storage")?;
+    let push = store::PushStorage::provision(nats.clone(), &config.storage).await.context("failed to provision push storage")?;
     let reader = LogReader::new(storage.clone());
     let receipts = Receipts::new(nats.clone(), &storage);
     let coalescer_timing = receipt_coalescer::CoalescerTiming {
@@ -87,9 +89,10 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
             (Presence::disabled(), None)
         }
     };
-    let state = AppState {
+    let state = AppState::new(AppServices {
         auth: Arc::new(Authenticator::new(&config.jwt)),
         media,
+        push,
         media_urls: Arc::new(crate::media_urls::UrlSigner::new(&config.jwt.secret)),
         log: Arc::new(MessageLog::new(storage.clone()).with_sender_read_receipts(receipts.clone())),
         reader: reader.clone(),
@@ -104,7 +107,7 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
         connections: TaskTracker::new(),
         shutdown: shutdown.clone(),
         config: Arc::new(config),
-    };
+    });
     tracing::info!(address = %listener.local_addr()?, "gateway listening");
     // Frames are small and latency-bound: without TCP_NODELAY, Nagle holds a second small write
     // back until the peer's delayed ACK (~40 ms), which the load generator measured on every ack.

@@ -61,6 +61,24 @@ const KNOWN_FILE_KEYS: &[&str] = &[
     "media_max_decode_bytes",
     // natter run's local clamd
     "media_signatures_dir",
+    // push::PushWorkerConfig (a provider's key file also tells `natter run` to start a push worker)
+    "push_ack_wait_secs",
+    "push_max_attempts",
+    "push_backoff_base_millis",
+    "push_backoff_max_secs",
+    "push_coalesce_millis",
+    "push_content_free",
+    "push_concurrency",
+    "push_fcm_service_account_file",
+    "push_fcm_base_url",
+    "push_apns_key_file",
+    "push_apns_key_id",
+    "push_apns_team_id",
+    "push_apns_topic",
+    "push_apns_base_url",
+    "push_vapid_key_file",
+    "push_vapid_subject",
+    "push_webpush_allow_http",
 ];
 
 /// The merged `NATTER_*` settings. Roles get the whole map; the launcher reads its own keys through the accessors.

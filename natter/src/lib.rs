@@ -32,6 +32,7 @@ pub enum Role {
     Gateway,
     Fanout,
     Media,
+    Push,
 }
 
 /// The whole life of a single-role binary: config from `NATTER_CONFIG` and the environment, tracing, signals, the role.
@@ -44,6 +45,7 @@ pub async fn run_single_role(role: Role) -> anyhow::Result<()> {
         Role::Gateway => roles::run_gateway(&config, shutdown).await,
         Role::Fanout => roles::run_fanout(&config, shutdown).await,
         Role::Media => roles::run_media(&config, shutdown).await,
+        Role::Push => roles::run_push(&config, shutdown).await,
     };
     signal_task.abort();
     outcome

@@ -30,6 +30,8 @@ enum Command {
     Fanout,
     /// Only a media worker (scan, thumbnails), against the configured NATS and NATTER_CLAMD_ADDRESS.
     Media,
+    /// Only a push worker (FCM, APNs, Web Push), against the configured NATS and the NATTER_PUSH_* credentials.
+    Push,
     /// Print a token for USER, signed with NATTER_JWT_SECRET or the dev secret in the data directory.
     Token {
         user: String,
@@ -52,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Gateway => roles::run_gateway(&config, shutdown).await,
         Command::Fanout => roles::run_fanout(&config, shutdown).await,
         Command::Media => roles::run_media(&config, shutdown).await,
+        Command::Push => roles::run_push(&config, shutdown).await,
         Command::Token { user, data_dir } => {
             let data_dir = data_dir.unwrap_or_else(|| config.data_dir());
             token::mint_token(&config, &user, &data_dir).map(|token| println!("{token}"))

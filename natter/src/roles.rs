@@ -1,4 +1,4 @@
-//! One role against the configured NATS: `natter gateway`, `natter fanout` and `natter media`, and the connect and bind steps `natter run` shares.
+//! One role against the configured NATS: `natter gateway`, `natter fanout`, `natter media` and `natter push`, and the connect and bind steps `natter run` shares.
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -45,4 +45,11 @@ pub async fn run_media(config: &NatterConfig, shutdown: CancellationToken) -> an
     let media_config = media::MediaWorkerConfig::from_environment(config.environment())?;
     let nats = connect_nats(config, "natter-media").await?;
     media::run(media_config, nats, shutdown).await
+}
+
+/// `natter push`: the same as the `natter-push` binary, with the config file honoured too.
+pub async fn run_push(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let push_config = push::PushWorkerConfig::from_environment(config.environment())?;
+    let nats = connect_nats(config, "natter-push").await?;
+    push::run(push_config, nats, shutdown).await
 }

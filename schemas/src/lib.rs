@@ -7,6 +7,8 @@ mod client_frames;
 mod error_code;
 mod media;
 mod message;
+mod push;
+pub mod push_providers;
 mod records;
 mod rest;
 mod server_frames;
@@ -18,6 +20,10 @@ pub use media::{
     UploadGrantQuery,
 };
 pub use message::{Body, BodyError, Message};
+pub use push::{
+    ConversationSettings, ConversationSettingsRequest, NotificationSettings, PushJob, PushNotification, PushProvider, PushRegistrationRecord,
+    RegisterPushRequest, SilenceRecord, WebPushKeys, WebPushSubscription,
+};
 pub use records::{
     decode_stored_message, encode_stored_message, ClientMsgIdRecord, ConversationKind, ConversationRecord, MemberRecord,
     ReceiptRecord, RecordError, Role, StoredMessage,

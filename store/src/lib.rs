@@ -13,6 +13,8 @@ mod log_read;
 mod media;
 mod membership_cache;
 mod provision;
+mod push;
+mod push_registered_users;
 mod receipts;
 mod settings;
 
@@ -23,6 +25,8 @@ pub use log_read::{HistoryRequest, LogReader, MAX_PAGE};
 pub use media::{MediaStorage, VersionedMediaRecord};
 pub use membership_cache::{MemberSet, MembershipCache};
 pub use provision::Storage;
+pub use push::{PushStorage, VersionedRegistration};
+pub use push_registered_users::RegisteredUsers;
 pub use receipts::{Receipts, WatermarkMove};
 pub use batch_get::{last_messages, LastMessage};
 pub use settings::storage_settings_from_environment;

@@ -6,8 +6,10 @@
 mod ids;
 mod layout;
 mod media;
+mod push;
 pub mod redis_keys;
 
 pub use ids::{Id, InvalidId};
 pub use layout::*;
 pub use media::*;
+pub use push::*;

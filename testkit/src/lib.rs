@@ -7,6 +7,7 @@ use std::time::Duration;
 pub use devservers::{ClamdServer, NatsServer, NatsServerOptions, RedisServer, RedisServerOptions};
 
 mod api;
+pub mod push_standins;
 mod system;
 mod ws_client;
 

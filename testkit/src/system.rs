@@ -7,6 +7,8 @@ use anyhow::Context;
 use fanout::FanoutConfig;
 use gateway::GatewayConfig;
 use media::MediaWorkerConfig;
+use push::{PushMetrics, PushWorkerConfig};
+use std::sync::Arc;
 use subjects::Id;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
@@ -30,6 +32,7 @@ pub struct SystemBuilder {
     with_redis: bool,
     with_media: bool,
     media_config: MediaWorkerConfig,
+    push_config: Option<PushWorkerConfig>,
 }
 
 impl SystemBuilder {
@@ -69,6 +72,19 @@ impl SystemBuilder {
         self
     }
 
+    /// Also start one push worker with this config (test defaults: short ack wait, window and backoff; no providers until set).
+    pub fn with_push(mut self, change: impl FnOnce(&mut PushWorkerConfig)) -> Self {
+        let mut config = PushWorkerConfig {
+            ack_wait: Duration::from_secs(10),
+            coalesce_window: Duration::from_millis(500),
+            backoff_base: Duration::from_millis(100),
+            ..PushWorkerConfig::default()
+        };
+        change(&mut config);
+        self.push_config = Some(config);
+        self
+    }
+
     pub async fn start(self) -> anyhow::Result<TestSystem> {
         crate::init_tracing();
         let store = tempfile::tempdir().context("failed to create a store dir")?;
@@ -87,6 +103,9 @@ impl SystemBuilder {
         }
         let mut gateway_config = self.gateway_config;
         gateway_config.redis_url = redis.as_ref().map(RedisServer::url);
+        // The fanout reads presence from the same Redis to decide who gets a push.
+        let mut fanout_config = self.fanout_config;
+        fanout_config.redis_url = redis.as_ref().map(RedisServer::url);
         let mut system = TestSystem {
             nats,
             redis,
@@ -97,8 +116,10 @@ impl SystemBuilder {
             media_workers: Vec::new(),
             media_config,
             gateway_config,
-            fanout_config: self.fanout_config,
+            fanout_config,
             http: reqwest::Client::new(),
+            push_workers: Vec::new(),
+            push_metrics: Arc::new(PushMetrics::default()),
         };
         for _ in 0..self.gateways {
             system.add_gateway().await?;
@@ -108,6 +129,9 @@ impl SystemBuilder {
         }
         if self.with_media {
             system.add_media_worker().await?;
+        }
+        if let Some(push_config) = self.push_config {
+            system.add_push_worker(push_config).await?;
         }
         Ok(system)
     }
@@ -126,6 +150,9 @@ pub struct TestSystem {
     gateway_config: GatewayConfig,
     fanout_config: FanoutConfig,
     http: reqwest::Client,
+    push_workers: Vec<Running>,
+    /// Counters of every push worker this system started.
+    pub push_metrics: Arc<PushMetrics>,
 }
 
 impl TestSystem {
@@ -148,6 +175,7 @@ impl TestSystem {
             with_redis: true,
             with_media: false,
             media_config,
+            push_config: None,
         }
     }
 
@@ -229,6 +257,51 @@ impl TestSystem {
         Ok(self.media_workers.len() - 1)
     }
 
+    /// Starts a push worker counting into [`TestSystem::push_metrics`]; ready once its consumer exists.
+    pub async fn add_push_worker(&mut self, config: PushWorkerConfig) -> anyhow::Result<usize> {
+        let nats = self.connect_nats().await?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(push::run_with_metrics(config, nats, shutdown.clone(), self.push_metrics.clone()));
+        self.push_workers.push(Running { address: None, shutdown, task: Some(task) });
+        let jetstream = async_nats::jetstream::new(self.connect_nats().await?);
+        crate::wait_until("the push consumer exists", Duration::from_secs(20), || {
+            let jetstream = jetstream.clone();
+            async move {
+                match jetstream.get_stream(subjects::PUSH_STREAM).await {
+                    Ok(stream) => stream.consumer_info(subjects::PUSH_CONSUMER).await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await?;
+        Ok(self.push_workers.len() - 1)
+    }
+
+    /// Push registrations, settings and queues, read straight from JetStream.
+    pub async fn push_storage(&self) -> anyhow::Result<store::PushStorage> {
+        Ok(store::PushStorage::provision(self.connect_nats().await?, &self.fanout_config.storage).await?)
+    }
+
+    /// Waits until every log entry is fanned out and every push job is finished (acked or dead-lettered).
+    pub async fn wait_until_push_settled(&self, deadline: Duration) -> anyhow::Result<()> {
+        let jetstream = async_nats::jetstream::new(self.connect_nats().await?);
+        crate::wait_until("fanout and push queues are empty", deadline, || {
+            let jetstream = jetstream.clone();
+            async move {
+                let fanout_idle = match jetstream.get_stream(subjects::MESSAGE_STREAM).await {
+                    Ok(stream) => stream.consumer_info(subjects::FANOUT_CONSUMER).await.is_ok_and(|info| info.num_pending == 0 && info.num_ack_pending == 0),
+                    Err(_) => false,
+                };
+                let push_idle = match jetstream.get_stream(subjects::PUSH_STREAM).await {
+                    Ok(mut stream) => stream.info().await.is_ok_and(|info| info.state.messages == 0),
+                    Err(_) => false,
+                };
+                fanout_idle && push_idle
+            }
+        })
+        .await
+    }
+
     /// Drops a media worker mid-job: its NATS connection closes with the job unacked, as after SIGKILL.
     pub fn kill_media_worker(&mut self, index: usize) {
         if let Some(task) = self.media_workers[index].task.take() {
@@ -300,7 +373,7 @@ impl TestSystem {
 
 impl Drop for TestSystem {
     fn drop(&mut self) {
-        for running in self.gateways.iter_mut().chain(self.fanouts.iter_mut()).chain(self.media_workers.iter_mut()) {
+        for running in self.gateways.iter_mut().chain(self.fanouts.iter_mut()).chain(self.media_workers.iter_mut()).chain(self.push_workers.iter_mut()) {
             running.shutdown.cancel();
             if let Some(task) = running.task.take() {
                 task.abort();

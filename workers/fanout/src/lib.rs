@@ -3,6 +3,10 @@
 //! Deliveries are core NATS (the log is the truth): a message is acked only after its
 //! deliveries were handed to the connection, so a worker killed mid-stream leaves the rest
 //! to its siblings or its restart, and gateways drop the resulting duplicates by `seq`.
+//! With Redis configured it also queues push jobs for members with no live connection (`push_enqueue.rs`).
+
+mod presence_probe;
+mod push_enqueue;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -27,11 +31,13 @@ pub struct FanoutConfig {
     pub storage: StorageSettings,
     /// Redelivery delay after a worker dies mid-message; short in tests, longer in production.
     pub ack_wait: Duration,
+    /// The gateways' presence Redis (`NATTER_REDIS_URL`): with it the fanout queues pushes for offline members; without it, none.
+    pub redis_url: Option<String>,
 }
 
 impl Default for FanoutConfig {
     fn default() -> Self {
-        FanoutConfig { storage: StorageSettings::default(), ack_wait: DEFAULT_ACK_WAIT }
+        FanoutConfig { storage: StorageSettings::default(), ack_wait: DEFAULT_ACK_WAIT, redis_url: None }
     }
 }
 
@@ -42,6 +48,7 @@ impl FanoutConfig {
         if let Some(seconds) = environment.get("NATTER_FANOUT_ACK_WAIT_SECS").filter(|value| !value.is_empty()) {
             config.ack_wait = Duration::from_secs(seconds.parse().context("NATTER_FANOUT_ACK_WAIT_SECS must be whole seconds")?);
         }
+        config.redis_url = environment.get("NATTER_REDIS_URL").filter(|value| !value.is_empty()).cloned();
         anyhow::ensure!(!config.ack_wait.is_zero(), "the fanout ack wait must be at least one second");
         Ok(config)
     }
@@ -59,6 +66,18 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
         .await
         .context("failed to open the fanout consumer")?;
     let mut messages = consumer.messages().await.context("failed to pull from the fanout consumer")?;
+    let (push, registered_users_task) = match &config.redis_url {
+        Some(url) => {
+            let push = store::PushStorage::provision(nats.clone(), &config.storage).await.context("failed to provision push storage")?;
+            let (registered, task) = store::RegisteredUsers::start(&push, shutdown.clone()).await?;
+            let presence = presence_probe::PresenceProbe::connect(url)?;
+            (Some(push_enqueue::PushEnqueuer { push, presence, registered }), Some(task))
+        }
+        None => {
+            tracing::info!("NATTER_REDIS_URL is not set: presence is unknown, so no push notifications are queued");
+            (None, None)
+        }
+    };
     tracing::info!("fanout running");
     loop {
         let next = tokio::select! {
@@ -73,7 +92,7 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
             }
             None => break,
         };
-        match fan_out(&nats, &membership, &message).await {
+        match fan_out(&nats, &membership, push.as_ref(), &message).await {
             Ok(()) => {
                 if let Err(error) = message.ack().await {
                     tracing::warn!(%error, "failed to ack; the message will be redelivered");
@@ -91,6 +110,9 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
     }
     drop(messages);
     let _ = membership_task.await;
+    if let Some(task) = registered_users_task {
+        let _ = task.await;
+    }
     nats.flush().await.context("failed to flush NATS")?;
     tracing::info!("fanout stopped");
     Ok(())
@@ -101,7 +123,12 @@ enum FanoutError {
     Retry(String),
 }
 
-async fn fan_out(nats: &async_nats::Client, membership: &MembershipCache, message: &async_nats::jetstream::Message) -> Result<(), FanoutError> {
+async fn fan_out(
+    nats: &async_nats::Client,
+    membership: &MembershipCache,
+    push: Option<&push_enqueue::PushEnqueuer>,
+    message: &async_nats::jetstream::Message,
+) -> Result<(), FanoutError> {
     let stored = schemas::decode_stored_message(&message.payload).map_err(|error| FanoutError::Unreadable(error.to_string()))?;
     let conversation = Id::parse(&stored.message.conversation_id).map_err(|error| FanoutError::Unreadable(error.to_string()))?;
     let stream_seq = message.info().map_err(|error| FanoutError::Unreadable(error.to_string()))?.stream_sequence;
@@ -111,11 +138,16 @@ async fn fan_out(nats: &async_nats::Client, membership: &MembershipCache, messag
     headers.insert(subjects::HEADER_SEQ, stored.message.seq.to_string().as_str());
     headers.insert(subjects::HEADER_STREAM_SEQ, stream_seq.to_string().as_str());
     headers.insert(subjects::HEADER_SENDER, stored.message.sender.as_str());
+    // Pushes go after the deliveries, so connected devices never wait for them.
+    let push_message = push.map(|_| stored.message.clone());
     let payload = bytes::Bytes::from(ServerFrame::Message { message: stored.message }.to_json());
     for user in members.keys() {
         nats.publish_with_headers(subjects::deliver_subject(user), headers.clone(), payload.clone())
             .await
             .map_err(|error| FanoutError::Retry(error.to_string()))?;
+    }
+    if let (Some(push), Some(message)) = (push, push_message) {
+        push.enqueue_for(&message, &members).await;
     }
     Ok(())
 }
