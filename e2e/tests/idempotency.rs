@@ -31,10 +31,12 @@ async fn a_resend_after_a_crash_between_pub_ack_and_records_is_recognised() -> a
     alice.send_text_ok(&group.id, "m1", "one").await?;
     let original = alice.send_text_ok(&group.id, "m2", "two").await?;
 
-    // Make it look as if the gateway died right after JetStream acked m2: its record is missing.
+    // Make it look as if the gateway died right after JetStream acked m2: its records are missing.
     let jetstream = jetstream::new(system.connect_nats().await?);
+    let index = jetstream.get_key_value(subjects::MESSAGE_INDEX_BUCKET).await?;
     let records = jetstream.get_key_value(subjects::CLIENT_MSG_ID_BUCKET).await?;
     let conversation = subjects::Id::parse(&group.id)?;
+    index.purge(subjects::message_index_key(&conversation, 2)).await?;
     records.purge(subjects::client_msg_id_key(&conversation, &subjects::Id::parse("m2")?)).await?;
     system.kill_gateway(0);
     system.add_gateway().await?;

@@ -1,7 +1,7 @@
 //! The history scenario: fill the log with many messages over many conversations, then time 50-message pages over HTTP.
 //!
-//! The fill goes straight to JetStream, in the stored envelope format, on the per-message subjects
-//! and with the idempotency records exactly as `store::MessageLog` writes them (`log_append.rs`): going through
+//! The fill goes straight to JetStream, in the stored envelope format and with the index and
+//! idempotency records exactly as `store::MessageLog` writes them (`log_append.rs`): going through
 //! the gateway would take far longer than a session has, and what is measured is the read path.
 
 use std::time::{Duration, Instant};
@@ -111,7 +111,7 @@ pub async fn run_history(target: &Target, options: &HistoryOptions) -> anyhow::R
     })
 }
 
-/// The log entry, then its idempotency record (as `MessageLog::write_records` does); returns the stream sequence.
+/// The log entry, then its index and idempotency records (as `MessageLog::write_records` does); returns the stream sequence.
 async fn append_one(jetstream: &jetstream::Context, conversation: &str, seq: u64, prev_stream_seq: u64) -> anyhow::Result<u64> {
     let conversation_id = Id::parse(conversation)?;
     let client_msg_id = Id::parse(&format!("h{seq}"))?;
@@ -128,18 +128,21 @@ async fn append_one(jetstream: &jetstream::Context, conversation: &str, seq: u64
     let publish = PublishMessage::build()
         .payload(envelope.into())
         .message_id(subjects::publish_dedupe_id(&conversation_id, &client_msg_id))
-        .expected_last_subject_sequence(prev_stream_seq)
-        .header(subjects::HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, subjects::conversation_messages_filter(&conversation_id).as_str());
-    let ack = jetstream.send_publish(subjects::message_subject(&conversation_id, seq), publish).await?.await.context("history: append")?;
+        .expected_last_subject_sequence(prev_stream_seq);
+    let ack = jetstream.send_publish(subjects::message_subject(&conversation_id), publish).await?.await.context("history: append")?;
+    let index = jetstream.send_publish(
+        subjects::kv_key_subject(subjects::MESSAGE_INDEX_BUCKET, &subjects::message_index_key(&conversation_id, seq)),
+        PublishMessage::build().payload(ack.sequence.to_string().into()),
+    );
     let record = ClientMsgIdRecord { v: 1, seq, stream_seq: ack.sequence, sent_at: message.sent_at };
-    jetstream
-        .send_publish(
-            subjects::kv_key_subject(subjects::CLIENT_MSG_ID_BUCKET, &subjects::client_msg_id_key(&conversation_id, &client_msg_id)),
-            PublishMessage::build().payload(record.to_bytes().into()),
-        )
-        .await?
-        .await
-        .context("history: idempotency record")?;
+    let idempotency = jetstream.send_publish(
+        subjects::kv_key_subject(subjects::CLIENT_MSG_ID_BUCKET, &subjects::client_msg_id_key(&conversation_id, &client_msg_id)),
+        PublishMessage::build().payload(record.to_bytes().into()),
+    );
+    let (index, idempotency) = tokio::join!(index, idempotency);
+    let (index, idempotency) = tokio::join!(index?, idempotency?);
+    index.context("history: index record")?;
+    idempotency.context("history: idempotency record")?;
     Ok(ack.sequence)
 }
 

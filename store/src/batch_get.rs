@@ -1,4 +1,4 @@
-//! JetStream direct gets the client library lacks: `multi_last` batches (nats-server ≥ 2.11) and the last message matching a wildcard.
+//! JetStream batch direct get (`multi_last`, nats-server ≥ 2.11): the last message of many subjects in one round trip.
 //!
 //! async-nats 0.51 has no helper for it, so this speaks the API directly: one request to
 //! `$JS.API.DIRECT.GET.<stream>`, answered by one message per subject that has any, then
@@ -80,32 +80,6 @@ async fn last_messages_matching_paged(client: &async_nats::Client, stream: &str,
         }
         next_seq = highest + 1;
     }
-}
-
-/// The newest message on any subject matching `filter`, or None when there is none.
-///
-/// A wildcard cannot go in the request subject (`$JS.API.DIRECT.GET.<stream>.<subject>` form),
-/// so it goes in the JSON body.
-pub async fn last_message_matching(client: &async_nats::Client, stream: &str, filter: &str) -> Result<Option<LastMessage>, StoreError> {
-    let request = serde_json::json!({ "last_by_subj": filter });
-    let reply = tokio::time::timeout(BATCH_TIMEOUT, client.request(format!("$JS.API.DIRECT.GET.{stream}"), request.to_string().into()))
-        .await
-        .map_err(|_| StoreError::Unavailable("direct get timed out".to_owned()))?
-        .map_err(|error| from_nats("failed to send a direct get", error))?;
-    if let Some(status) = reply.status {
-        return match status.as_u16() {
-            NOTHING_FOUND => Ok(None),
-            other => Err(StoreError::Internal(format!("direct get failed with status {other}: {:?}", reply.description))),
-        };
-    }
-    let Some(headers) = reply.headers else {
-        return Err(StoreError::Internal(format!("direct get answered {}", String::from_utf8_lossy(&reply.payload))));
-    };
-    let stream_seq = headers
-        .get(SEQUENCE_HEADER)
-        .and_then(|value| value.as_str().parse().ok())
-        .ok_or_else(|| StoreError::Internal("direct get answer without a sequence".to_owned()))?;
-    Ok(Some(LastMessage { stream_seq, payload: reply.payload, headers }))
 }
 
 async fn last_messages_of_chunk(client: &async_nats::Client, stream: &str, subjects: &[String]) -> Result<HashMap<String, LastMessage>, StoreError> {

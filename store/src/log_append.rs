@@ -64,7 +64,7 @@ impl MessageLog {
     }
 
     /// Sending is reading: with receipts, each new message also moves its sender's read watermark
-    /// to its `seq`, written beside the idempotency record so it costs no extra round trip before the ack.
+    /// to its `seq`, written beside the index records so it costs no extra round trip before the ack.
     pub fn with_sender_read_receipts(mut self, receipts: Receipts) -> MessageLog {
         self.receipts = Some(receipts);
         self
@@ -106,13 +106,11 @@ impl MessageLog {
             let publish = PublishMessage::build()
                 .payload(envelope.into())
                 .message_id(subjects::publish_dedupe_id(&request.conversation, &request.client_msg_id))
-                .expected_last_subject_sequence(tail.stream_seq)
-                // The expectation covers the whole conversation (`msg.<conv>.*`), not only the new subject.
-                .header(subjects::HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT, subjects::conversation_messages_filter(&request.conversation).as_str());
+                .expected_last_subject_sequence(tail.stream_seq);
             let ack_future = self
                 .storage
                 .jetstream
-                .send_publish(subjects::message_subject(&request.conversation, message.seq), publish)
+                .send_publish(subjects::message_subject(&request.conversation), publish)
                 .await
                 .map_err(|error| from_nats("failed to publish message", error))?;
             match ack_future.await {
@@ -171,7 +169,7 @@ impl MessageLog {
         Ok(Some(AppendOutcome { seq: record.seq, stream_seq: record.stream_seq, sent_at: record.sent_at, duplicate: true }))
     }
 
-    /// Reads the conversation's last entry and makes sure its idempotency record exists.
+    /// Reads the conversation's last entry and makes sure its index and idempotency records exist.
     async fn load_tail(&self, conversation: &Id) -> Result<(Tail, Option<StoredMessage>), StoreError> {
         let Some((stream_seq, last)) = self.reader.last_entry(conversation).await? else {
             return Ok((Tail { stream_seq: 0, seq: 0 }, None));
@@ -183,14 +181,17 @@ impl MessageLog {
         Ok((Tail { stream_seq, seq: last.message.seq }, Some(last)))
     }
 
-    /// The idempotency record, an idempotent put.
+    /// Index (`seq` → stream sequence) and idempotency records; both are idempotent puts.
     async fn write_records(&self, conversation: &Id, client_msg_id: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
+        let index_put = self
+            .storage
+            .message_index
+            .put(subjects::message_index_key(conversation, outcome.seq), outcome.stream_seq.to_string().into());
         let record = ClientMsgIdRecord { v: 1, seq: outcome.seq, stream_seq: outcome.stream_seq, sent_at: outcome.sent_at };
-        self.storage
-            .client_msg_ids
-            .put(subjects::client_msg_id_key(conversation, client_msg_id), record.to_bytes().into())
-            .await
-            .map_err(|error| from_nats("failed to write idempotency record", error))?;
+        let record_put = self.storage.client_msg_ids.put(subjects::client_msg_id_key(conversation, client_msg_id), record.to_bytes().into());
+        let (index_result, record_result) = tokio::join!(index_put, record_put);
+        index_result.map_err(|error| from_nats("failed to write history index", error))?;
+        record_result.map_err(|error| from_nats("failed to write idempotency record", error))?;
         Ok(())
     }
 

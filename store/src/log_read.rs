@@ -1,20 +1,20 @@
 //! Reads a conversation's log by `seq`: history pages, ranges for sync and gap filling, the tail.
 //!
-//! Each message has its own subject (`msg.<conv>.<seq>`), so a page is one batch direct get by
-//! subject (plus a tail read for the latest page): nothing here scans the stream, and cost does
-//! not grow with the stream's size. The tail is the newest message matching `msg.<conv>.*`; the
-//! server finds it through its subject index, at a cost that grows with the conversation's length.
+//! A page costs one tail read plus, in parallel, one index read and one direct get per
+//! message: nothing here scans the stream, so cost does not grow with the stream's size.
 
 use async_nats::jetstream::stream::DirectGetErrorKind;
+use futures::future::join_all;
 use schemas::{Message, StoredMessage};
 use subjects::Id;
 
-use crate::batch_get;
 use crate::error::{from_nats, StoreError};
 use crate::Storage;
 
 /// Largest page PROTOCOL.md allows.
 pub const MAX_PAGE: u64 = 200;
+/// How far a read walks back along `prev` pointers when an index entry is missing.
+const MAX_FALLBACK_WALK: u64 = 64;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HistoryRequest {
@@ -26,22 +26,19 @@ pub enum HistoryRequest {
 #[derive(Clone)]
 pub struct LogReader {
     storage: Storage,
-    client: async_nats::Client,
-    stream_name: String,
 }
 
 impl LogReader {
     pub fn new(storage: Storage) -> LogReader {
-        let stream_name = storage.messages.cached_info().config.name.clone();
-        LogReader { client: storage.jetstream.client(), stream_name, storage }
+        LogReader { storage }
     }
 
     /// The conversation's last entry with its stream sequence, or None for an empty log.
     pub async fn last_entry(&self, conversation: &Id) -> Result<Option<(u64, StoredMessage)>, StoreError> {
-        let filter = subjects::conversation_messages_filter(conversation);
-        match batch_get::last_message_matching(&self.client, &self.stream_name, &filter).await? {
-            Some(last) => Ok(Some((last.stream_seq, decode(&last.payload)?))),
-            None => Ok(None),
+        match self.storage.messages.direct_get_last_for_subject(subjects::message_subject(conversation)).await {
+            Ok(raw) => Ok(Some((raw.sequence, decode(&raw.payload)?))),
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(error) => Err(from_nats("failed to read the conversation's tail", error)),
         }
     }
 
@@ -57,8 +54,7 @@ impl LogReader {
 
     /// A history page per PROTOCOL.md: ascending `seq`, and whether older (or newer, for `After`) messages exist.
     ///
-    /// Only a `Latest` page needs the tail (the newest of many subjects, the dearest read);
-    /// `Before` and `After` pages are one batch get of the subjects they name.
+    /// A `Before` page reads the `seq`s it names and needs the tail only when they run past it.
     pub async fn page(&self, conversation: &Id, request: HistoryRequest) -> Result<(Vec<Message>, bool), StoreError> {
         match request {
             HistoryRequest::Latest { limit } => {
@@ -76,11 +72,13 @@ impl LogReader {
                 self.page_ending_at(conversation, end.min(last), limit).await
             }
             HistoryRequest::After { seq, limit } => {
-                // One more than asked for says whether newer messages exist.
-                let mut messages = self.range(conversation, seq + 1, seq.saturating_add(limit.max(1) + 1)).await?;
-                let more = messages.len() as u64 > limit.max(1);
-                messages.truncate(limit.max(1) as usize);
-                Ok((messages, more))
+                // Near the tail, most of the names would be past it; the tail says where to stop.
+                let last = self.last_seq(conversation).await?;
+                let end = seq.saturating_add(limit.max(1)).min(last);
+                if end <= seq {
+                    return Ok((Vec::new(), false));
+                }
+                Ok((self.range(conversation, seq + 1, end).await?, end < last))
             }
         }
     }
@@ -99,11 +97,10 @@ impl LogReader {
         let mut chunk_start = first.max(1);
         while chunk_start <= last {
             let chunk_end = last.min(chunk_start + MAX_PAGE - 1);
-            let wanted: Vec<String> = (chunk_start..=chunk_end).map(|seq| subjects::message_subject(conversation, seq)).collect();
-            let found = batch_get::last_messages(&self.client, &self.stream_name, &wanted).await?;
-            for subject in &wanted {
-                if let Some(entry) = found.get(subject) {
-                    messages.push(decode(&entry.payload)?.message);
+            let reads = (chunk_start..=chunk_end).map(|seq| self.get_by_seq(conversation, seq));
+            for read in join_all(reads).await {
+                if let Some(stored) = read? {
+                    messages.push(stored.message);
                 }
             }
             chunk_start = chunk_end + 1;
@@ -111,13 +108,44 @@ impl LogReader {
         Ok(messages)
     }
 
-    /// One message by `seq`: a direct get of its subject; None if it does not exist (or expired).
+    /// One message by `seq`: index lookup, then a direct get; None if it does not exist (or expired).
     pub async fn get_by_seq(&self, conversation: &Id, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
-        match self.storage.messages.direct_get_last_for_subject(subjects::message_subject(conversation, seq)).await {
-            Ok(raw) => Ok(Some(decode(&raw.payload)?)),
-            Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
-            Err(error) => Err(from_nats("failed to read message", error)),
+        let key = subjects::message_index_key(conversation, seq);
+        let indexed = self.storage.message_index.get(key).await.map_err(|error| from_nats("failed to read history index", error))?;
+        match indexed.and_then(|bytes| std::str::from_utf8(&bytes).ok().and_then(|text| text.parse::<u64>().ok())) {
+            Some(stream_seq) => match self.storage.messages.direct_get(stream_seq).await {
+                Ok(raw) => Ok(Some(decode(&raw.payload)?)),
+                Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
+                Err(error) => Err(from_nats("failed to read message", error)),
+            },
+            None => self.walk_back_to(conversation, seq).await,
         }
+    }
+
+    /// The index entry is written just after the PubAck, so the newest messages may not have
+    /// one yet: find them by walking back from the tail along `prev` pointers, boundedly.
+    async fn walk_back_to(&self, conversation: &Id, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+        let Some((_, mut entry)) = self.last_entry(conversation).await? else {
+            return Ok(None);
+        };
+        if entry.message.seq.saturating_sub(seq) > MAX_FALLBACK_WALK {
+            // Far from the tail an entry without an index record has expired, not yet to be indexed.
+            return Ok(None);
+        }
+        for _ in 0..=MAX_FALLBACK_WALK {
+            if entry.message.seq == seq {
+                return Ok(Some(entry));
+            }
+            if entry.message.seq < seq || entry.prev_stream_seq == 0 {
+                return Ok(None);
+            }
+            entry = match self.storage.messages.direct_get(entry.prev_stream_seq).await {
+                Ok(raw) => decode(&raw.payload)?,
+                Err(error) if error.kind() == DirectGetErrorKind::NotFound => return Ok(None),
+                Err(error) => return Err(from_nats("failed to read message", error)),
+            };
+        }
+        Ok(None)
     }
 }
 

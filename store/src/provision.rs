@@ -13,6 +13,7 @@ pub struct Storage {
     pub conversations: kv::Store,
     pub members: kv::Store,
     pub memberships: kv::Store,
+    pub message_index: kv::Store,
     pub client_msg_ids: kv::Store,
     pub receipts: kv::Store,
 }
@@ -47,6 +48,7 @@ impl Storage {
             conversations: open(subjects::CONVERSATIONS_BUCKET).await?,
             members: open(subjects::MEMBERS_BUCKET).await?,
             memberships: open(subjects::MEMBERSHIPS_BUCKET).await?,
+            message_index: open(subjects::MESSAGE_INDEX_BUCKET).await?,
             client_msg_ids: open(subjects::CLIENT_MSG_ID_BUCKET).await?,
             receipts: open(subjects::RECEIPTS_BUCKET).await?,
             messages,

@@ -6,7 +6,7 @@ use async_nats::jetstream::{consumer, kv, stream};
 
 use crate::Id;
 
-/// The conversation log: `msg.<conv>.<seq>`, one subject per message, ordered and durable.
+/// The conversation log: one subject per conversation, ordered and durable.
 pub const MESSAGE_STREAM: &str = "MESSAGES";
 /// Durable consumer the fanout workers share (a work queue over the log).
 pub const FANOUT_CONSUMER: &str = "fanout";
@@ -16,6 +16,8 @@ pub const CONVERSATIONS_BUCKET: &str = "conversations";
 pub const MEMBERS_BUCKET: &str = "members";
 /// Membership by user: `<user>.<conv>` → joined_at; feeds the inbox.
 pub const MEMBERSHIPS_BUCKET: &str = "memberships";
+/// Per-conversation index `<conv>.<seq>` → stream sequence, so history pages need no scan.
+pub const MESSAGE_INDEX_BUCKET: &str = "msgindex";
 /// Durable idempotency record `<conv>.<client_msg_id>` → ack, for resends older than the duplicate window.
 pub const CLIENT_MSG_ID_BUCKET: &str = "msgids";
 
@@ -31,29 +33,17 @@ pub const HEADER_STREAM_SEQ: &str = "Natter-Stream-Seq";
 /// Header on deliveries carrying the message's sender, so gateways know whom a delivered receipt concerns.
 pub const HEADER_SENDER: &str = "Natter-Sender";
 
-/// JetStream header that makes `Nats-Expected-Last-Subject-Sequence` apply to a filter (here
-/// [`conversation_messages_filter`]) instead of the published subject alone (nats-server ≥ 2.11).
-pub const HEADER_EXPECTED_LAST_SUBJECT_SEQUENCE_SUBJECT: &str = "Nats-Expected-Last-Subject-Sequence-Subject";
-
 const MESSAGE_SUBJECT_PREFIX: &str = "msg.";
 const DELIVER_SUBJECT_PREFIX: &str = "deliver.";
 
-/// `msg.<conv>.<seq>`: where message `seq` of a conversation is stored. A subject per message
-/// makes the log its own index: any message is one direct get by subject, a page one batch get.
-pub fn message_subject(conversation: &Id, seq: u64) -> String {
-    format!("{MESSAGE_SUBJECT_PREFIX}{conversation}.{seq}")
+/// `msg.<conv>`: where a conversation's messages are appended.
+pub fn message_subject(conversation: &Id) -> String {
+    format!("{MESSAGE_SUBJECT_PREFIX}{conversation}")
 }
 
-/// `msg.<conv>.*`: every message of a conversation; the tail is the last message on it, and
-/// appends expect it unchanged (`Nats-Expected-Last-Subject-Sequence-Subject`).
-pub fn conversation_messages_filter(conversation: &Id) -> String {
-    format!("{MESSAGE_SUBJECT_PREFIX}{conversation}.*")
-}
-
-/// Recovers (conversation, seq) from a message subject (`msg.<conv>.<seq>`).
-pub fn parse_message_subject(subject: &str) -> Option<(Id, u64)> {
-    let (conversation, seq) = subject.strip_prefix(MESSAGE_SUBJECT_PREFIX)?.split_once('.')?;
-    Some((Id::parse(conversation).ok()?, seq.parse().ok()?))
+/// Recovers the conversation id from a message subject (`msg.<conv>`).
+pub fn conversation_of_message_subject(subject: &str) -> Option<Id> {
+    subject.strip_prefix(MESSAGE_SUBJECT_PREFIX).and_then(|token| Id::parse(token).ok())
 }
 
 /// `deliver.<user>`: core NATS subject gateways subscribe to for a connected user's devices.
@@ -91,6 +81,11 @@ pub fn memberships_of_user_filter(user: &Id) -> String {
 pub fn parse_membership_key(key: &str) -> Option<(Id, Id)> {
     let (user, conversation) = key.split_once('.')?;
     Some((Id::parse(user).ok()?, Id::parse(conversation).ok()?))
+}
+
+/// `<conv>.<seq>` in [`MESSAGE_INDEX_BUCKET`].
+pub fn message_index_key(conversation: &Id, seq: u64) -> String {
+    format!("{conversation}.{seq}")
 }
 
 /// `<conv>.<client_msg_id>` in [`CLIENT_MSG_ID_BUCKET`].
@@ -144,8 +139,8 @@ impl Default for StorageSettings {
 pub fn message_stream_config(settings: &StorageSettings) -> stream::Config {
     stream::Config {
         name: MESSAGE_STREAM.to_owned(),
-        description: Some("conversation log: msg.<conversation>.<seq>".to_owned()),
-        subjects: vec![format!("{MESSAGE_SUBJECT_PREFIX}*.*")],
+        description: Some("conversation log: msg.<conversation>".to_owned()),
+        subjects: vec![format!("{MESSAGE_SUBJECT_PREFIX}*")],
         storage: stream::StorageType::File,
         retention: stream::RetentionPolicy::Limits,
         max_age: settings.message_ttl,
@@ -161,7 +156,7 @@ pub fn message_stream_config(settings: &StorageSettings) -> stream::Config {
 pub fn fanout_consumer_config(ack_wait: Duration) -> consumer::pull::Config {
     consumer::pull::Config {
         durable_name: Some(FANOUT_CONSUMER.to_owned()),
-        description: Some("fanout: msg.*.* -> deliver.<user>".to_owned()),
+        description: Some("fanout: msg.* -> deliver.<user>".to_owned()),
         deliver_policy: consumer::DeliverPolicy::All,
         ack_policy: consumer::AckPolicy::Explicit,
         ack_wait,
@@ -189,6 +184,7 @@ pub fn bucket_configs(settings: &StorageSettings) -> Vec<kv::Config> {
         bucket(CONVERSATIONS_BUCKET, "conversation metadata by id", forever, settings),
         bucket(MEMBERS_BUCKET, "membership: <conversation>.<user> -> role", forever, settings),
         bucket(MEMBERSHIPS_BUCKET, "membership: <user>.<conversation>", forever, settings),
+        bucket(MESSAGE_INDEX_BUCKET, "history index: <conversation>.<seq> -> stream sequence", settings.message_ttl, settings),
         bucket(CLIENT_MSG_ID_BUCKET, "idempotency: <conversation>.<client_msg_id> -> ack", settings.message_ttl, settings),
         bucket(RECEIPTS_BUCKET, "watermarks: <conversation>.<user>[.<device>] -> read, delivered", forever, settings),
     ]
@@ -204,8 +200,7 @@ mod tests {
         let user = Id::parse("alice").unwrap();
         assert_eq!(parse_member_key(&member_key(&conversation, &user)), Some((conversation.clone(), user.clone())));
         assert_eq!(parse_membership_key(&membership_key(&user, &conversation)), Some((user.clone(), conversation.clone())));
-        assert_eq!(parse_message_subject(&message_subject(&conversation, 7)), Some((conversation, 7)));
-        assert_eq!(parse_message_subject("msg.a.b"), None);
-        assert_eq!(parse_message_subject("msg.a"), None);
+        assert_eq!(conversation_of_message_subject(&message_subject(&conversation)), Some(conversation));
+        assert_eq!(conversation_of_message_subject("msg.a.b"), None);
     }
 }
