@@ -165,7 +165,8 @@ pub fn fanout_consumer_config(ack_wait: Duration) -> consumer::pull::Config {
     }
 }
 
-fn bucket(name: &str, description: &str, max_age: Duration, settings: &StorageSettings) -> kv::Config {
+/// A history-1 file-backed KV bucket with the deployment's replicas.
+pub(crate) fn bucket(name: &str, description: &str, max_age: Duration, settings: &StorageSettings) -> kv::Config {
     kv::Config {
         bucket: name.to_owned(),
         description: description.to_owned(),

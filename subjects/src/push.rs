@@ -118,24 +118,12 @@ pub fn push_consumer_config(ack_wait: Duration, max_attempts: i64) -> consumer::
     }
 }
 
-fn push_bucket(name: &str, description: &str, max_age: Duration, settings: &StorageSettings) -> kv::Config {
-    kv::Config {
-        bucket: name.to_owned(),
-        description: description.to_owned(),
-        history: 1,
-        max_age,
-        storage: stream::StorageType::File,
-        num_replicas: settings.replicas,
-        ..Default::default()
-    }
-}
-
 /// The push buckets: registrations, notification settings, pending bursts.
 pub fn push_bucket_configs(settings: &StorageSettings) -> Vec<kv::Config> {
     vec![
-        push_bucket(PUSH_DEVICES_BUCKET, "push registrations: <user>.<device> -> provider, token", Duration::ZERO, settings),
-        push_bucket(NOTIFICATION_SETTINGS_BUCKET, "<user> -> do not disturb; <user>.<conversation> -> muted until", Duration::ZERO, settings),
-        push_bucket(PUSH_PENDING_BUCKET, "bursts waiting for a push: <user>.<device>.<conversation>", PUSH_PENDING_MAX_AGE, settings),
+        crate::layout::bucket(PUSH_DEVICES_BUCKET, "push registrations: <user>.<device> -> provider, token", Duration::ZERO, settings),
+        crate::layout::bucket(NOTIFICATION_SETTINGS_BUCKET, "<user> -> do not disturb; <user>.<conversation> -> muted until", Duration::ZERO, settings),
+        crate::layout::bucket(PUSH_PENDING_BUCKET, "bursts waiting for a push: <user>.<device>.<conversation>", PUSH_PENDING_MAX_AGE, settings),
     ]
 }
 
