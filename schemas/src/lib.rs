@@ -33,3 +33,10 @@ pub use server_frames::{PresenceStatus, ServerFrame};
 
 /// RFC 3339 timestamps, as every `*_at` field on the wire and in storage.
 pub type Timestamp = time::OffsetDateTime;
+
+/// A golden file's bytes: every stored version of a record must stay readable.
+#[cfg(test)]
+pub(crate) fn golden(name: &str) -> Vec<u8> {
+    let path = format!("{}/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
+}

@@ -131,10 +131,7 @@ pub struct DownloadGrantQuery {
 mod tests {
     use super::*;
 
-    fn golden(name: &str) -> Vec<u8> {
-        let path = format!("{}/golden/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
-    }
+    use crate::golden;
 
     #[test]
     fn media_records_stay_readable() {

@@ -150,10 +150,7 @@ impl PushNotification {
 mod tests {
     use super::*;
 
-    fn golden(name: &str) -> Vec<u8> {
-        let path = format!("{}/golden/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
-    }
+    use crate::golden;
 
     #[test]
     fn push_records_stay_readable() {

@@ -169,10 +169,7 @@ json_record!(ConversationRecord, MemberRecord, ClientMsgIdRecord, ReceiptRecord)
 mod tests {
     use super::*;
 
-    fn golden(name: &str) -> Vec<u8> {
-        let path = format!("{}/golden/{name}", env!("CARGO_MANIFEST_DIR"));
-        std::fs::read(&path).unwrap_or_else(|error| panic!("{path}: {error}"))
-    }
+    use crate::golden;
 
     #[test]
     fn every_stored_message_version_stays_readable() {
