@@ -59,6 +59,8 @@ fn run_tests(workspace_root: &Path, nextest_arguments: &[String]) -> anyhow::Res
         .args(["nextest", "run", "--workspace", "--no-fail-fast"])
         .args(nextest_arguments)
         .env(NATS_SERVER_BIN_ENV, setup::nats_server_path(workspace_root))
+        // A fresh CI clone builds once: incremental state would only take disk (a CI run once ran out of it).
+        .env("CARGO_INCREMENTAL", if std::env::var_os("CI").is_some() { "0" } else { "1" })
         .status()
         .context("failed to run `cargo nextest run`")?;
     // Hand nextest's own exit code on (it distinguishes failing tests from build errors); a signal means failure.

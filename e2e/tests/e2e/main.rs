@@ -1,0 +1,15 @@
+//! Black-box tests of Natter over real sockets against real servers, in one test binary (one link, one copy of debug info).
+
+mod auth;
+mod bad_input;
+mod idempotency;
+mod media;
+mod membership;
+mod messaging;
+mod ordering;
+mod presence_typing;
+mod push_delivery;
+mod push_registration;
+mod receipts;
+mod slow_client;
+mod sync;
