@@ -67,9 +67,9 @@ async fn create_conversation(
             let [other] = members.as_slice() else {
                 return Err(ApiError::invalid("a direct conversation names exactly one other member"));
             };
-            state.conversations.open_direct(&caller, other).await?
+            state.conversations.open_direct(&caller, other, request.encrypted).await?
         }
-        ConversationKind::Group => state.conversations.create_group(&caller, request.title, &members).await?,
+        ConversationKind::Group => state.conversations.create_group(&caller, request.title, &members, request.encrypted).await?,
     };
     Ok((StatusCode::CREATED, Json(conversation)))
 }

@@ -22,6 +22,10 @@ pub async fn send_message(
         other => ApiError::invalid(other.to_string()),
     })?;
     require_member(state, &conversation, sender).await?;
+    if body.ciphertext.is_none() && state.conversations.is_encrypted(&conversation).await? {
+        // Refused before anything is stored: a plaintext body would sit in history, search and push previews.
+        return Err(ApiError::invalid(format!("{conversation} is end-to-end encrypted: only ciphertext bodies are accepted")));
+    }
     if let Some(media_id) = &body.media_id {
         crate::media_api::require_sendable_media(state, sender, &conversation, media_id).await?;
     }

@@ -116,6 +116,9 @@ pub struct ConversationRecord {
     pub owner: Option<String>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: Timestamp,
+    /// End-to-end encrypted: only `ciphertext` bodies are accepted. Fixed at creation; absent in older records (false).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
 }
 
 /// `members` and `memberships` bucket value.
@@ -199,6 +202,10 @@ mod tests {
     fn kv_records_stay_readable() {
         let conversation = ConversationRecord::from_bytes(&golden("conversation.v1.json")).unwrap();
         assert_eq!(conversation.kind, ConversationKind::Group);
+        assert!(!conversation.encrypted, "records written before the flag existed are not encrypted");
+        let encrypted = ConversationRecord::from_bytes(&golden("conversation-encrypted.v1.json")).unwrap();
+        assert!(encrypted.encrypted);
+        assert_eq!(encrypted.to_bytes(), golden("conversation-encrypted.v1.json").trim_ascii_end(), "the flag is written only when set");
         let member = MemberRecord::from_bytes(&golden("member.v1.json")).unwrap();
         assert_eq!(member.role, Role::Owner);
         let ack = ClientMsgIdRecord::from_bytes(&golden("msgid.v1.json")).unwrap();

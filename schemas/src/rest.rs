@@ -21,6 +21,9 @@ pub struct CreateConversationRequest {
     pub title: Option<String>,
     #[serde(default)]
     pub members: Vec<String>,
+    /// End-to-end encrypted: the conversation accepts only `ciphertext` bodies, for good.
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -37,6 +40,8 @@ pub struct Conversation {
     pub members: Vec<Member>,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: Timestamp,
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -51,6 +56,8 @@ pub struct InboxEntry {
     pub title: Option<String>,
     pub last_message: Option<Message>,
     pub unread: u64,
+    #[serde(default)]
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,6 +1,7 @@
 //! Direct and group conversations and their members, kept both ways in KV (conversation → members, user → conversations).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use schemas::{Conversation, ConversationKind, ConversationRecord, Member, MemberRecord, Role};
 use sha2::{Digest, Sha256};
@@ -14,11 +15,18 @@ use crate::{MembershipCache, Storage};
 const MAX_TITLE_CHARS: usize = 200;
 /// Members named when a group is created, beyond the owner.
 const MAX_INITIAL_MEMBERS: usize = 1_000;
+/// Beyond this many remembered encryption flags the memory starts over; a miss costs one read.
+const MAX_REMEMBERED_FLAGS: usize = 100_000;
 
-/// The one direct conversation between two users: the same id whichever side asks.
-pub fn direct_conversation_id(one: &Id, other: &Id) -> Id {
+/// The one direct conversation between two users: the same id whichever side asks. The
+/// end-to-end encrypted one is a second conversation beside the plain one, never a switch of it:
+/// a conversation's encryption is fixed at creation, so no history is ever half plaintext.
+pub fn direct_conversation_id(one: &Id, other: &Id, encrypted: bool) -> Id {
     let (low, high) = if one <= other { (one, other) } else { (other, one) };
     let mut hasher = Sha256::new();
+    if encrypted {
+        hasher.update(b"e2ee\0");
+    }
     hasher.update(low.as_str().as_bytes());
     hasher.update([0u8]);
     hasher.update(high.as_str().as_bytes());
@@ -31,24 +39,41 @@ pub struct Conversations {
     pub(crate) client: async_nats::Client,
     pub(crate) storage: Storage,
     membership: Arc<MembershipCache>,
+    /// Whether each conversation is end-to-end encrypted; the flag never changes, so it never goes stale.
+    encrypted_flags: Mutex<HashMap<Id, bool>>,
 }
 
 impl Conversations {
     pub fn new(client: async_nats::Client, storage: Storage, membership: Arc<MembershipCache>) -> Conversations {
-        Conversations { client, storage, membership }
+        Conversations { client, storage, membership, encrypted_flags: Mutex::default() }
     }
 
-    pub async fn open_direct(&self, caller: &Id, other: &Id) -> Result<Conversation, StoreError> {
+    /// Whether `conversation` accepts only ciphertext; an unknown conversation is not encrypted
+    /// (sends to it are refused by the membership check anyway).
+    pub async fn is_encrypted(&self, conversation: &Id) -> Result<bool, StoreError> {
+        if let Some(encrypted) = self.encrypted_flags.lock().expect("flag memory lock poisoned").get(conversation) {
+            return Ok(*encrypted);
+        }
+        let Some(record) = self.read_record(conversation).await? else { return Ok(false) };
+        let mut flags = self.encrypted_flags.lock().expect("flag memory lock poisoned");
+        if flags.len() >= MAX_REMEMBERED_FLAGS {
+            flags.clear();
+        }
+        flags.insert(conversation.clone(), record.encrypted);
+        Ok(record.encrypted)
+    }
+
+    pub async fn open_direct(&self, caller: &Id, other: &Id, encrypted: bool) -> Result<Conversation, StoreError> {
         if caller == other {
             return Err(StoreError::Invalid("a direct conversation needs two different users".to_owned()));
         }
-        let id = direct_conversation_id(caller, other);
+        let id = direct_conversation_id(caller, other, encrypted);
         if let Some(existing) = self.read_record(&id).await? {
             if self.membership.role_of(&id, caller).await?.is_some() {
                 return self.describe(existing).await;
             }
         }
-        let record = ConversationRecord { v: 1, id: id.to_string(), kind: ConversationKind::Direct, title: None, owner: None, created_at: now() };
+        let record = ConversationRecord { v: 1, id: id.to_string(), kind: ConversationKind::Direct, title: None, owner: None, created_at: now(), encrypted };
         // Members first, record last: a crash in between leaves nothing visible, and the retry completes it.
         self.put_member(&id, caller, Role::Member).await?;
         self.put_member(&id, other, Role::Member).await?;
@@ -56,7 +81,7 @@ impl Conversations {
         self.describe(record).await
     }
 
-    pub async fn create_group(&self, owner: &Id, title: Option<String>, members: &[Id]) -> Result<Conversation, StoreError> {
+    pub async fn create_group(&self, owner: &Id, title: Option<String>, members: &[Id], encrypted: bool) -> Result<Conversation, StoreError> {
         let title = title.map(|title| title.trim().to_owned()).filter(|title| !title.is_empty());
         if title.as_ref().is_some_and(|title| title.chars().count() > MAX_TITLE_CHARS) {
             return Err(StoreError::Invalid(format!("title is longer than {MAX_TITLE_CHARS} characters")));
@@ -69,7 +94,7 @@ impl Conversations {
         for member in members.iter().filter(|member| *member != owner) {
             self.put_member(&id, member, Role::Member).await?;
         }
-        let record = ConversationRecord { v: 1, id: id.to_string(), kind: ConversationKind::Group, title, owner: Some(owner.to_string()), created_at: now() };
+        let record = ConversationRecord { v: 1, id: id.to_string(), kind: ConversationKind::Group, title, owner: Some(owner.to_string()), created_at: now(), encrypted };
         let record = self.create_record(record).await?;
         self.describe(record).await
     }
@@ -173,6 +198,7 @@ impl Conversations {
             title: record.title,
             members: members.iter().map(|(user, role)| Member { user: user.to_string(), role: *role }).collect(),
             created_at: record.created_at,
+            encrypted: record.encrypted,
         })
     }
 }

@@ -38,7 +38,7 @@ impl Conversations {
                 _ => 0,
             };
             let activity = last_message.as_ref().map_or(record.created_at, |message| message.sent_at);
-            entries.push((activity, InboxEntry { id: record.id, kind: record.kind, title: record.title, last_message, unread }));
+            entries.push((activity, InboxEntry { id: record.id, kind: record.kind, title: record.title, last_message, unread, encrypted: record.encrypted }));
         }
         entries.sort_by(|left, right| right.0.cmp(&left.0));
         Ok(entries.into_iter().map(|(_, entry)| entry).collect())

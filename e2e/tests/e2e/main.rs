@@ -2,6 +2,7 @@
 
 mod auth;
 mod bad_input;
+mod encrypted;
 mod idempotency;
 mod media;
 mod membership;
