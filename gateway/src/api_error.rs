@@ -9,11 +9,19 @@ use store::StoreError;
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
+    /// For `rate_limited`: when a retry would be accepted.
+    retry_after_ms: Option<u64>,
 }
 
 impl ApiError {
     pub fn new(code: ErrorCode, message: impl Into<String>) -> ApiError {
-        ApiError { code, message: message.into() }
+        ApiError { code, message: message.into(), retry_after_ms: None }
+    }
+    pub fn rate_limited(message: impl Into<String>, retry_after_ms: u64) -> ApiError {
+        ApiError { code: ErrorCode::RateLimited, message: message.into(), retry_after_ms: Some(retry_after_ms) }
+    }
+    pub fn retry_after_ms(&self) -> Option<u64> {
+        self.retry_after_ms
     }
     pub fn unauthorized(message: impl Into<String>) -> ApiError {
         ApiError::new(ErrorCode::Unauthorized, message)
@@ -32,7 +40,7 @@ impl ApiError {
     }
 
     pub fn to_frame(&self, id: Option<FrameId>) -> ServerFrame {
-        ServerFrame::error(id, self.code, self.message.clone())
+        ServerFrame::Error { id, code: self.code, message: self.message.clone(), retry_after_ms: self.retry_after_ms }
     }
 }
 
@@ -63,8 +71,14 @@ impl From<subjects::InvalidId> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, retry_after_ms: None } };
-        (status, axum::Json(body)).into_response()
+        let retry_after_ms = self.retry_after_ms;
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message, retry_after_ms } };
+        let mut response = (status, axum::Json(body)).into_response();
+        if let Some(millis) = retry_after_ms {
+            // HTTP's own header counts whole seconds; round up so a client that honours it is never early.
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, millis.div_ceil(1000).max(1).into());
+        }
+        response
     }
 }
 

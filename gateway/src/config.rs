@@ -21,6 +21,10 @@ pub struct GatewayConfig {
     pub heartbeat_interval: Duration,
     /// Upload caps, allowed types and signed-URL lifetimes.
     pub media: crate::media_settings::MediaSettings,
+    /// Sends, connects and uploads per user and per client address (`NATTER_RATE_*`).
+    pub rate_limits: crate::rate_limit::RateLimits,
+    /// Deny-list and spam signal for readable text.
+    pub content_policy: crate::content_filter::ContentPolicy,
 }
 
 /// Default heartbeat: frequent enough to notice a vanished phone within a minute, rare enough to cost little.
@@ -54,6 +58,10 @@ pub struct Limits {
     pub delivered_announce_interval: Duration,
     /// How often coalesced delivered watermarks are stored (announcing them does not wait for it).
     pub delivered_store_interval: Duration,
+    /// Members per group and conversations per user (`NATTER_MAX_GROUP_MEMBERS`, `NATTER_MAX_CONVERSATIONS_PER_USER`).
+    pub conversations: store::ConversationLimits,
+    /// Devices one user may have connected to one gateway at once (`NATTER_MAX_DEVICES_PER_USER`).
+    pub max_devices_per_user: usize,
 }
 
 impl Default for Limits {
@@ -66,6 +74,8 @@ impl Default for Limits {
             sync_send_timeout: Duration::from_secs(30),
             delivered_announce_interval: Duration::from_millis(250),
             delivered_store_interval: Duration::from_secs(2),
+            conversations: store::ConversationLimits::default(),
+            max_devices_per_user: 20,
         }
     }
 }
@@ -81,6 +91,8 @@ impl GatewayConfig {
             redis_url: None,
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             media: crate::media_settings::MediaSettings::default(),
+            rate_limits: crate::rate_limit::RateLimits::default(),
+            content_policy: crate::content_filter::ContentPolicy::default(),
         }
     }
 
@@ -101,6 +113,15 @@ impl GatewayConfig {
         if let Some(frames) = get("NATTER_OUTBOUND_QUEUE") {
             config.limits.outbound_queue_frames = frames.parse().context("NATTER_OUTBOUND_QUEUE must be a frame count")?;
         }
+        if let Some(count) = get("NATTER_MAX_GROUP_MEMBERS") {
+            config.limits.conversations.max_group_members = count.parse().context("NATTER_MAX_GROUP_MEMBERS must be a count")?;
+        }
+        if let Some(count) = get("NATTER_MAX_CONVERSATIONS_PER_USER") {
+            config.limits.conversations.max_conversations_per_user = count.parse().context("NATTER_MAX_CONVERSATIONS_PER_USER must be a count")?;
+        }
+        if let Some(count) = get("NATTER_MAX_DEVICES_PER_USER") {
+            config.limits.max_devices_per_user = count.parse().context("NATTER_MAX_DEVICES_PER_USER must be a count")?;
+        }
         config.redis_url = get("NATTER_REDIS_URL").map(str::to_owned);
         if let Some(seconds) = get("NATTER_HEARTBEAT_SECS") {
             let seconds: f64 = seconds.parse().context("NATTER_HEARTBEAT_SECS must be a number of seconds (fractions allowed)")?;
@@ -110,6 +131,8 @@ impl GatewayConfig {
             config.heartbeat_interval = Duration::from_millis(millis.parse().context("NATTER_HEARTBEAT_MILLIS must be a whole number of milliseconds")?);
         }
         config.media = crate::media_settings::MediaSettings::from_environment(environment)?;
+        config.rate_limits = crate::rate_limit::RateLimits::from_environment(environment)?;
+        config.content_policy = crate::content_filter::ContentPolicy::from_environment(environment)?;
         config.validate()?;
         Ok(config)
     }

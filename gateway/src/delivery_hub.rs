@@ -46,6 +46,13 @@ enum UserCommand {
     EndSync { connection: ConnectionId, cursors: BTreeMap<Id, u64> },
 }
 
+pub enum AttachError {
+    /// The user has this many devices connected here already.
+    TooManyDevices(usize),
+    /// Could not subscribe for the user's deliveries.
+    Unavailable(anyhow::Error),
+}
+
 struct UserEntry {
     commands: mpsc::UnboundedSender<UserCommand>,
     connections: usize,
@@ -69,12 +76,18 @@ impl DeliveryHub {
         self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub async fn attach(&self, user: &Id, attachment: DeviceAttachment) -> anyhow::Result<()> {
+    /// Starts delivering to a device, unless `user` already has `max_devices` connected here.
+    pub async fn attach(&self, user: &Id, attachment: DeviceAttachment, max_devices: usize) -> Result<(), AttachError> {
         let mut users = self.users.lock().await;
+        if let Some(entry) = users.get(user) {
+            if entry.connections >= max_devices {
+                return Err(AttachError::TooManyDevices(entry.connections));
+            }
+        }
         if !users.contains_key(user) {
-            let subscriber = self.client.subscribe(subjects::deliver_subject(user)).await?;
+            let subscriber = self.client.subscribe(subjects::deliver_subject(user)).await.map_err(|error| AttachError::Unavailable(error.into()))?;
             // The SUB is on the wire before the caller tells the client it is connected.
-            self.client.flush().await?;
+            self.client.flush().await.map_err(|error| AttachError::Unavailable(error.into()))?;
             let (commands_tx, commands_rx) = mpsc::unbounded_channel();
             let task = UserDeliveries { user: user.clone(), reader: self.reader.clone(), devices: HashMap::new(), delivered: self.delivered.clone() };
             self.tasks.spawn(task.run(subscriber, commands_rx));

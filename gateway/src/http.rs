@@ -1,6 +1,6 @@
 //! The HTTP API of PROTOCOL.md: dev tokens, conversations and members, messages and history, media, push registration.
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
@@ -137,12 +137,13 @@ async fn history(
 
 async fn post_message(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Caller(caller): Caller,
     Query(query): Query<ConnectQuery>,
     ApiJson(request): ApiJson<PostMessageRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let device = parse_id("device", query.device.as_deref().unwrap_or("http"))?;
-    let outcome = send_message(&state, &caller, &device, &request.conversation_id, &request.client_msg_id, request.body).await?;
+    let outcome = send_message(&state, &caller, &device, peer.ip(), &request.conversation_id, &request.client_msg_id, request.body).await?;
     let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     let response = PostMessageResponse {
         conversation_id: request.conversation_id,

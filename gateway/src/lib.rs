@@ -21,6 +21,8 @@ mod presence_status;
 mod push_api;
 mod receipt_coalescer;
 mod receipts;
+pub mod content_filter;
+pub mod rate_limit;
 mod redis_connection;
 mod send;
 mod session;
@@ -40,6 +42,7 @@ use tokio_util::task::TaskTracker;
 
 pub use auth::Authenticator;
 pub use config::{GatewayConfig, JwtConfig, Limits};
+pub use store::ConversationLimits;
 
 use crate::delivery_hub::DeliveryHub;
 use crate::presence::{Presence, PresenceSettings};
@@ -67,7 +70,7 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
     };
     let (delivered, watermark_task) = receipt_coalescer::start_coalescer(receipts.clone(), membership.clone(), nats.clone(), coalescer_timing, shutdown.clone());
     let delivery_tasks = TaskTracker::new();
-    let conversations = Arc::new(Conversations::new(nats.clone(), storage.clone(), membership.clone()));
+    let conversations = Arc::new(Conversations::new(nats.clone(), storage.clone(), membership.clone()).with_limits(config.limits.conversations));
     let redis = match &config.redis_url {
         Some(url) => Some(redis_connection::connect(url).await?),
         None => None,
@@ -103,6 +106,8 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
         delivered,
         nats: nats.clone(),
         presence: presence.clone(),
+        rate_limiter: Arc::new(crate::rate_limit::RateLimiter::new(redis.clone(), config.rate_limits.clone())),
+        content_filter: Arc::new(crate::content_filter::ContentFilter::new(config.content_policy.clone(), redis.clone())?),
         typing: Arc::new(TypingLimiter::new(redis)),
         connections: TaskTracker::new(),
         shutdown: shutdown.clone(),
@@ -116,7 +121,8 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
             tracing::debug!(%error, "failed to set TCP_NODELAY");
         }
     });
-    axum::serve(listener, http::router(state.clone()))
+    // The peer address is what per-address rate limits count.
+    axum::serve(listener, http::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .context("http server failed")?;

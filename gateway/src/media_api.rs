@@ -1,6 +1,6 @@
 //! `POST /v1/media` (upload grants), `GET /v1/media/{id}` (metadata with signed URLs), and the media check of the send path.
 
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use schemas::{CreateMediaRequest, CreateMediaResponse, MediaInfo, MediaRecord, MediaShareRecord, MediaStatus};
@@ -14,6 +14,7 @@ use crate::state::AppState;
 
 pub async fn create_upload(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Caller(caller): Caller,
     headers: HeaderMap,
     ApiJson(request): ApiJson<CreateMediaRequest>,
@@ -28,6 +29,8 @@ pub async fn create_upload(
     if !settings.allowed_content_types.contains(&request.content_type) {
         return Err(ApiError::invalid(format!("content_type must be one of {}", settings.allowed_content_types.join(", "))));
     }
+    // Uploads are the costliest request (storage, a virus scan, thumbnails): limited at the grant.
+    state.rate_limiter.check(crate::rate_limit::LimitedAction::Upload, &caller, peer.ip()).await?;
     let media = Id::parse(&ulid::Ulid::new().to_string()).expect("a ULID is a valid id");
     let expires_at = OffsetDateTime::now_utc() + settings.upload_url_ttl;
     let expires = expires_at.unix_timestamp();

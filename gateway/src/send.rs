@@ -1,16 +1,20 @@
 //! The send path shared by WebSocket `send` frames and `POST /v1/messages`: validate, authorise, append.
 
+use std::net::IpAddr;
+
 use schemas::{Body, BodyError};
 use store::{AppendOutcome, AppendRequest};
 use subjects::Id;
 
 use crate::api_error::{parse_id, ApiError};
+use crate::rate_limit::LimitedAction;
 use crate::state::AppState;
 
 pub async fn send_message(
     state: &AppState,
     sender: &Id,
     sender_device: &Id,
+    client_address: IpAddr,
     conversation_id: &str,
     client_msg_id: &str,
     body: Body,
@@ -28,6 +32,12 @@ pub async fn send_message(
     }
     if let Some(media_id) = &body.media_id {
         crate::media_api::require_sendable_media(state, sender, &conversation, media_id).await?;
+    }
+    // Last of the checks, so a refused request never spends a token, and first of the costs.
+    state.rate_limiter.check(LimitedAction::Send, sender, client_address).await?;
+    if let Some(text) = &body.text {
+        // Only readable text: an encrypted conversation's ciphertext is nobody's business here.
+        state.content_filter.check(sender, &conversation, text).await?;
     }
     let outcome = state
         .log

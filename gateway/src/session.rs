@@ -25,12 +25,14 @@ pub struct Session {
     pub device: Id,
     pub connection: ConnectionId,
     pub outbound: mpsc::Sender<Outbound>,
+    /// The peer's address, which per-address rate limits count.
+    pub address: std::net::IpAddr,
     protocol_errors: u32,
 }
 
 impl Session {
-    pub fn new(state: AppState, user: Id, device: Id, connection: ConnectionId, outbound: mpsc::Sender<Outbound>) -> Session {
-        Session { state, user, device, connection, outbound, protocol_errors: 0 }
+    pub fn new(state: AppState, user: Id, device: Id, connection: ConnectionId, outbound: mpsc::Sender<Outbound>, address: std::net::IpAddr) -> Session {
+        Session { state, user, device, connection, outbound, address, protocol_errors: 0 }
     }
 
     pub async fn handle_text(&mut self, text: &str) -> Flow {
@@ -41,7 +43,7 @@ impl Session {
         match frame {
             ClientFrame::Ping { id } => self.reply(ServerFrame::Pong { id }).await,
             ClientFrame::Send { id, conversation_id, client_msg_id, body } => {
-                match send_message(&self.state, &self.user, &self.device, &conversation_id, &client_msg_id, body).await {
+                match send_message(&self.state, &self.user, &self.device, self.address, &conversation_id, &client_msg_id, body).await {
                     Ok(outcome) => {
                         self.reply(ServerFrame::Ack {
                             id,

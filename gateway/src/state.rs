@@ -45,6 +45,10 @@ pub struct AppServices {
     pub nats: async_nats::Client,
     /// Device presence in Redis; a no-op handle when Redis is not configured.
     pub presence: crate::presence::Presence,
+    /// Deny-list and spam signal for readable text.
+    pub content_filter: Arc<crate::content_filter::ContentFilter>,
+    /// Token buckets for sends, connects and uploads, shared through Redis.
+    pub rate_limiter: Arc<crate::rate_limit::RateLimiter>,
     /// One relayed `typing` per user, conversation and window.
     pub typing: Arc<crate::typing::TypingLimiter>,
     /// Every WebSocket connection task, so shutdown can wait for them to close.

@@ -7,7 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite};
@@ -21,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api_error::{parse_id, ApiError};
 use crate::auth_extract::bearer_token;
-use crate::delivery_hub::{ConnectionId, DeviceAttachment};
+use crate::delivery_hub::{AttachError, ConnectionId, DeviceAttachment};
 use crate::heartbeat::{ActivityClock, SILENT_INTERVALS_BEFORE_TIMEOUT};
 use crate::outbound::{close_codes, Outbound};
+use crate::rate_limit::LimitedAction;
 use crate::session::{Flow, Session};
 use crate::state::AppState;
 
@@ -39,12 +42,14 @@ const PRESENCE_REGISTRATION_PATIENCE: Duration = Duration::from_secs(1);
 
 pub async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Query(query): Query<ConnectQuery>,
     headers: HeaderMap,
     incoming: fastwebsockets::upgrade::IncomingUpgrade,
 ) -> Result<Response, ApiError> {
     let token = bearer_token(&headers).or(query.token.clone()).ok_or_else(|| ApiError::unauthorized("missing token"))?;
     let user = state.auth.verify(&token)?;
+    state.rate_limiter.check(LimitedAction::Connect, &user, peer.ip()).await?;
     let device = match &query.device {
         Some(device) => parse_id("device", device)?,
         None => Id::parse(&format!("dev-{}", ulid::Ulid::new())).expect("ulids are valid ids"),
@@ -67,9 +72,12 @@ pub async fn upgrade(
         hold_until_synced: resume,
         max_held: limits.outbound_queue_frames,
     };
-    state.hub.attach(&user, attachment).await.map_err(|error| {
-        tracing::warn!(%error, "failed to subscribe for deliveries");
-        ApiError::new(schemas::ErrorCode::Unavailable, "delivery is unavailable; retry shortly")
+    state.hub.attach(&user, attachment, limits.max_devices_per_user).await.map_err(|error| match error {
+        AttachError::TooManyDevices(count) => ApiError::forbidden(format!("{count} devices of {user} are connected here already; the limit is {}", limits.max_devices_per_user)),
+        AttachError::Unavailable(error) => {
+            tracing::warn!(%error, "failed to subscribe for deliveries");
+            ApiError::new(schemas::ErrorCode::Unavailable, "delivery is unavailable; retry shortly")
+        }
     })?;
     let (response, upgraded) = match incoming.upgrade() {
         Ok(upgrade) => upgrade,
@@ -87,7 +95,7 @@ pub async fn upgrade(
                 let patience = PRESENCE_REGISTRATION_PATIENCE.min(connection_state.config.heartbeat_interval);
                 // Boxed, so an idle connection's task holds only the state it waits in, not the union of all.
                 Box::pin(connection_state.presence.connected(&user, connection, patience)).await;
-                Box::pin(run_connection(connection_state.clone(), socket, &user, device, resume, channels)).await;
+                Box::pin(run_connection(connection_state.clone(), socket, &user, device, peer.ip(), resume, channels)).await;
                 connection_state.presence.disconnected(&user, connection);
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
@@ -106,7 +114,15 @@ struct ConnectionChannels {
     control_rx: mpsc::Receiver<Outbound>,
 }
 
-async fn run_connection(state: AppState, mut socket: WebSocket<Socket>, user: &Id, device: Id, resume: bool, channels: ConnectionChannels) {
+async fn run_connection(
+    state: AppState,
+    mut socket: WebSocket<Socket>,
+    user: &Id,
+    device: Id,
+    address: IpAddr,
+    resume: bool,
+    channels: ConnectionChannels,
+) {
     let limits = state.config.limits.clone();
     socket.set_max_message_size(limits.max_frame_bytes.saturating_mul(HARD_FRAME_CAP_FACTOR));
     socket.set_auto_pong(true);
@@ -119,7 +135,7 @@ async fn run_connection(state: AppState, mut socket: WebSocket<Socket>, user: &I
     tracing::debug!(%user, %device, connection, resume, "device connected");
     // Before the reader starts, so the snapshot precedes the reply to the device's first frame.
     Box::pin(crate::presence_snapshot::send_presence_snapshot(&state, user, &outbound_tx)).await;
-    let session = Session::new(state.clone(), user.clone(), device, connection, outbound_tx);
+    let session = Session::new(state.clone(), user.clone(), device, connection, outbound_tx, address);
     let mut reader = tokio::spawn(read_frames(session, read_half, control_tx.clone(), limits.max_frame_bytes, activity));
     tokio::select! {
         _ = &mut writer => reader.abort(),

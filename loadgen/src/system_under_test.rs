@@ -164,6 +164,12 @@ fn spawn_role(binary: &Path, role: &str, settings: &RoleSettings, listen: Option
         .env("NATTER_REDIS_URL", &settings.redis_url)
         .env("NATTER_JWT_SECRET", &settings.jwt_secret)
         .env("NATTER_DEV_MODE", "0")
+        // Thousands of simulated users share a few loopback addresses: only per-user limits make sense here.
+        .env("NATTER_RATE_SEND_PER_ADDRESS", "off")
+        .env("NATTER_RATE_CONNECT_PER_ADDRESS", "off")
+        .env("NATTER_RATE_UPLOAD_PER_ADDRESS", "off")
+        // Every simulated user sends the same text, which is exactly what the spam signal looks for.
+        .env("NATTER_SPAM_MAX_CONVERSATIONS", "0")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(log.try_clone()?)

@@ -13,6 +13,8 @@ pub enum ErrorCode {
     RateLimited,
     Unavailable,
     Internal,
+    /// The message's content was refused by the server's content policy (deny-list or spam signal).
+    ContentRefused,
 }
 
 impl ErrorCode {
@@ -27,6 +29,7 @@ impl ErrorCode {
             ErrorCode::RateLimited => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal => 500,
+            ErrorCode::ContentRefused => 422,
         }
     }
 }

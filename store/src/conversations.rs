@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use schemas::{Conversation, ConversationKind, ConversationRecord, Member, MemberRecord, Role};
+use futures::{StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use subjects::Id;
 
@@ -35,7 +36,26 @@ pub fn direct_conversation_id(one: &Id, other: &Id, encrypted: bool) -> Id {
     Id::parse(&format!("d-{hex}")).expect("hex ids are valid")
 }
 
+/// Caps that keep one user from growing a conversation, or someone's inbox, without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConversationLimits {
+    /// Members of one group, the owner included.
+    pub max_group_members: usize,
+    /// Conversations one user belongs to; also bounds how many groups others can pull them into.
+    pub max_conversations_per_user: usize,
+}
+
+impl Default for ConversationLimits {
+    fn default() -> Self {
+        ConversationLimits { max_group_members: 10_000, max_conversations_per_user: 10_000 }
+    }
+}
+
+/// Membership listings run at once while checking the initial members of a new group.
+const MEMBER_CHECK_CONCURRENCY: usize = 16;
+
 pub struct Conversations {
+    limits: ConversationLimits,
     pub(crate) client: async_nats::Client,
     pub(crate) storage: Storage,
     membership: Arc<MembershipCache>,
@@ -45,7 +65,22 @@ pub struct Conversations {
 
 impl Conversations {
     pub fn new(client: async_nats::Client, storage: Storage, membership: Arc<MembershipCache>) -> Conversations {
-        Conversations { client, storage, membership, encrypted_flags: Mutex::default() }
+        Conversations { limits: ConversationLimits::default(), client, storage, membership, encrypted_flags: Mutex::default() }
+    }
+
+    pub fn with_limits(mut self, limits: ConversationLimits) -> Conversations {
+        self.limits = limits;
+        self
+    }
+
+    /// `forbidden` when `user` already belongs to as many conversations as allowed.
+    async fn require_room_for_another_conversation(&self, user: &Id) -> Result<(), StoreError> {
+        let count = self.conversations_of(user).await?.len();
+        if count >= self.limits.max_conversations_per_user {
+            let limit = self.limits.max_conversations_per_user;
+            return Err(StoreError::Forbidden(format!("{user} is in {count} conversations; the limit is {limit}")));
+        }
+        Ok(())
     }
 
     /// Whether `conversation` accepts only ciphertext; an unknown conversation is not encrypted
@@ -73,6 +108,8 @@ impl Conversations {
                 return self.describe(existing).await;
             }
         }
+        self.require_room_for_another_conversation(caller).await?;
+        self.require_room_for_another_conversation(other).await?;
         let record = ConversationRecord { v: 1, id: id.to_string(), kind: ConversationKind::Direct, title: None, owner: None, created_at: now(), encrypted };
         // Members first, record last: a crash in between leaves nothing visible, and the retry completes it.
         self.put_member(&id, caller, Role::Member).await?;
@@ -89,6 +126,16 @@ impl Conversations {
         if members.len() > MAX_INITIAL_MEMBERS {
             return Err(StoreError::Invalid(format!("at most {MAX_INITIAL_MEMBERS} members at creation; add more afterwards")));
         }
+        let distinct: std::collections::BTreeSet<&Id> = members.iter().chain(std::iter::once(owner)).collect();
+        if distinct.len() > self.limits.max_group_members {
+            return Err(StoreError::Invalid(format!("a group has at most {} members", self.limits.max_group_members)));
+        }
+        let users: Vec<Id> = distinct.into_iter().cloned().collect();
+        futures::stream::iter(users)
+            .map(|user| async move { self.require_room_for_another_conversation(&user).await })
+            .buffer_unordered(MEMBER_CHECK_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await?;
         let id = Id::parse(&format!("g-{}", ulid::Ulid::new())).expect("ulids are valid ids");
         self.put_member(&id, owner, Role::Owner).await?;
         for member in members.iter().filter(|member| *member != owner) {
@@ -118,6 +165,11 @@ impl Conversations {
             return Err(StoreError::Forbidden("only the group's owner adds members".to_owned()));
         }
         if self.membership.role_of(conversation, user).await?.is_none() {
+            let members = self.membership.members(conversation).await?.len();
+            if members >= self.limits.max_group_members {
+                return Err(StoreError::Forbidden(format!("{conversation} has {members} members; the limit is {}", self.limits.max_group_members)));
+            }
+            self.require_room_for_another_conversation(user).await?;
             self.put_member(conversation, user, Role::Member).await?;
         }
         self.get_for_member(conversation, actor).await

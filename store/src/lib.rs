@@ -18,7 +18,7 @@ mod push_registered_users;
 mod receipts;
 mod settings;
 
-pub use conversations::{direct_conversation_id, Conversations};
+pub use conversations::{direct_conversation_id, ConversationLimits, Conversations};
 pub use error::StoreError;
 pub use log_append::{AppendOutcome, AppendRequest, MessageLog};
 pub use log_read::{HistoryRequest, LogReader, MAX_PAGE};

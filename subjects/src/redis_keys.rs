@@ -1,4 +1,4 @@
-//! Every Redis key Natter uses: presence per user, last seen, the presence expiry index and typing rate limits.
+//! Every Redis key Natter uses: presence per user, last seen, the presence expiry index, typing windows, rate-limit buckets and spam counts.
 //!
 //! Ids cannot contain `:` (see [`Id::parse`]), so a key built from ids can never collide with another kind of key.
 
@@ -13,6 +13,8 @@ pub const LAST_SEEN_KEY_PREFIX: &str = "natter:last_seen:";
 /// [`PRESENCE_KEY_PREFIX`] keys, whose third part is a user id.
 pub const PRESENCE_EXPIRY_INDEX_KEY: &str = "natter:presence-expiries";
 const TYPING_KEY_PREFIX: &str = "natter:typing:";
+const RATE_LIMIT_KEY_PREFIX: &str = "natter:rate:";
+const SPAM_KEY_PREFIX: &str = "natter:spam:";
 
 /// `natter:presence:<user>`.
 pub fn presence_key(user: &Id) -> String {
@@ -34,6 +36,22 @@ pub fn typing_key(conversation: &Id, user: &Id) -> String {
     format!("{TYPING_KEY_PREFIX}{conversation}:{user}")
 }
 
+/// `natter:rate:<action>:user:<user>`: one user's token bucket for one action (a hash: tokens, at).
+pub fn rate_limit_user_key(action: &str, user: &Id) -> String {
+    format!("{RATE_LIMIT_KEY_PREFIX}{action}:user:{user}")
+}
+
+/// `natter:rate:<action>:addr:<address>`: one client address's token bucket for one action.
+/// An address is not an id (IPv6 has `:`), but it is the key's last part, so it cannot collide.
+pub fn rate_limit_address_key(action: &str, address: &str) -> String {
+    format!("{RATE_LIMIT_KEY_PREFIX}{action}:addr:{address}")
+}
+
+/// `natter:spam:<user>:<text digest>`: the conversations one text went to within the spam window.
+pub fn spam_key(user: &Id, text_digest: &str) -> String {
+    format!("{SPAM_KEY_PREFIX}{user}:{text_digest}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -48,6 +66,9 @@ mod tests {
         assert_eq!(last_seen_key(&id("alice")), "natter:last_seen:alice");
         assert_eq!(presence_member("01HX", 7), "01HX:7");
         assert_eq!(typing_key(&id("g-1"), &id("bob")), "natter:typing:g-1:bob");
+        assert_eq!(rate_limit_user_key("send", &id("bob")), "natter:rate:send:user:bob");
+        assert_eq!(rate_limit_address_key("connect", "::1"), "natter:rate:connect:addr:::1");
+        assert_eq!(spam_key(&id("eve"), "0a1b"), "natter:spam:eve:0a1b");
         assert_ne!(presence_key(&id("presence-expiries")), PRESENCE_EXPIRY_INDEX_KEY);
     }
 }

@@ -170,7 +170,7 @@ impl TestSystem {
         SystemBuilder {
             gateways: 1,
             fanouts: 1,
-            gateway_config: GatewayConfig::for_development(TEST_SECRET),
+            gateway_config: test_gateway_config(),
             fanout_config,
             with_redis: true,
             with_media: false,
@@ -385,4 +385,16 @@ impl Drop for TestSystem {
 /// `media-signatures/` at the workspace root: the signature database the repo ships for clamd.
 fn media_signature_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("media-signatures")
+}
+
+/// Development settings with rate limits loose enough for tests that send in bursts from one
+/// address, and no spam signal (tests send the same text everywhere); the abuse tests set
+/// their own through [`SystemBuilder::gateway_config`].
+fn test_gateway_config() -> GatewayConfig {
+    let mut config = GatewayConfig::for_development(TEST_SECRET);
+    let loose = Some(gateway::rate_limit::Bucket { burst: 100_000, per_second: 100_000.0 });
+    let loose_limits = gateway::rate_limit::ActionLimits { per_user: loose, per_address: loose };
+    config.rate_limits = gateway::rate_limit::RateLimits { send: loose_limits, connect: loose_limits, upload: loose_limits };
+    config.content_policy.spam_max_conversations = 0;
+    config
 }

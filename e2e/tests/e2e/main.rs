@@ -11,6 +11,7 @@ mod ordering;
 mod presence_typing;
 mod push_delivery;
 mod push_registration;
+mod rate_limits;
 mod receipts;
 mod slow_client;
 mod sync;
