@@ -8,21 +8,21 @@ use serde_json::json;
 use testkit::{TestSystem, WsClient};
 use tokio_tungstenite::tungstenite;
 
-fn sign(claims: &TokenClaims, secret: &str) -> String {
+pub(crate) fn sign(claims: &TokenClaims, secret: &str) -> String {
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
 }
 
-fn claims(user: &str, expires_in_seconds: i64) -> TokenClaims {
+pub(crate) fn claims(user: &str, expires_in_seconds: i64) -> TokenClaims {
     let exp = time::OffsetDateTime::now_utc().unix_timestamp() + expires_in_seconds;
     TokenClaims { sub: user.to_owned(), exp: exp as u64, iss: None, aud: None }
 }
 
-fn unsigned_none_token(user: &str) -> String {
+pub(crate) fn unsigned_none_token(user: &str) -> String {
     let encode = |value: serde_json::Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(value.to_string());
     format!("{}.{}.", encode(json!({"alg": "none", "typ": "JWT"})), encode(serde_json::to_value(claims(user, 3600)).unwrap()))
 }
 
-async fn websocket_status(system: &TestSystem, token: &str) -> Option<u16> {
+pub(crate) async fn websocket_status(system: &TestSystem, token: &str) -> Option<u16> {
     match WsClient::connect(&system.ws_url(0), token, Some("d1"), false).await {
         Ok(_) => Some(101),
         Err(error) => match error.downcast_ref::<tungstenite::Error>() {

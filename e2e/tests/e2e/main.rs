@@ -1,6 +1,7 @@
 //! Black-box tests of Natter over real sockets against real servers, in one test binary (one link, one copy of debug info).
 
 mod auth;
+mod authorization_matrix;
 mod bad_input;
 mod encrypted;
 mod idempotency;
