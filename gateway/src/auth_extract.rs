@@ -21,6 +21,23 @@ impl FromRequestParts<AppState> for Caller {
     }
 }
 
+/// A caller whose token carries the analyst role, with its scope; any other valid token is `forbidden`.
+pub struct Analyst {
+    pub user: Id,
+    pub scope: crate::auth::AnalystScope,
+}
+
+impl FromRequestParts<AppState> for Analyst {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Analyst, ApiError> {
+        let token = bearer_token(&parts.headers).ok_or_else(|| ApiError::unauthorized("missing bearer token"))?;
+        let verified = state.auth.verify_claims(&token)?;
+        let scope = verified.analyst_scope.ok_or_else(|| ApiError::forbidden("this endpoint is for analysts; the token has no analyst role"))?;
+        Ok(Analyst { user: verified.user, scope })
+    }
+}
+
 pub fn bearer_token(headers: &HeaderMap) -> Option<String> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;

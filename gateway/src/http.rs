@@ -1,4 +1,4 @@
-//! The HTTP API of PROTOCOL.md: dev tokens, conversations and members, messages and history, media, push registration.
+//! The HTTP API of PROTOCOL.md: dev tokens, conversations and members, messages and history, media, push registration, search.
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
@@ -33,6 +33,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/conversations/{id}/messages", get(history))
         .route("/v1/messages", post(post_message))
         .route("/v1/receipts", post(post_receipt))
+        .route("/v1/search", get(crate::search_api::search))
+        .route("/v1/analytics/search", post(crate::search_api::analytics_search))
         .route("/v1/ws", get(crate::ws::upgrade))
         .route("/v1/devices/{device}/push", post(crate::push_api::register).delete(crate::push_api::unregister))
         .route("/v1/conversations/{id}/settings", put(crate::push_api::conversation_settings))

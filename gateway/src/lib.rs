@@ -25,6 +25,7 @@ pub mod content_filter;
 pub mod rate_limit;
 mod redis_connection;
 mod send;
+mod search_api;
 mod session;
 mod state;
 mod sync;
@@ -40,7 +41,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-pub use auth::Authenticator;
+pub use auth::{AnalystScope, Authenticator};
 pub use config::{GatewayConfig, JwtConfig, Limits};
 pub use store::ConversationLimits;
 
@@ -62,6 +63,7 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
     let (membership, membership_task) = MembershipCache::start(nats.clone(), &storage, shutdown.clone()).await?;
     let media = store::MediaStorage::provision(nats.clone(), &config.storage).await.context("failed to provision media storage")?;
     let push = store::PushStorage::provision(nats.clone(), &config.storage).await.context("failed to provision push storage")?;
+    let search = store::SearchStorage::provision(&storage, &config.storage).await.context("failed to provision search storage")?;
     let reader = LogReader::new(storage.clone());
     let receipts = Receipts::new(nats.clone(), &storage);
     let coalescer_timing = receipt_coalescer::CoalescerTiming {
@@ -96,6 +98,7 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
         auth: Arc::new(Authenticator::new(&config.jwt)),
         media,
         push,
+        search,
         media_urls: Arc::new(crate::media_urls::UrlSigner::new(&config.jwt.secret)),
         log: Arc::new(MessageLog::new(storage.clone()).with_sender_read_receipts(receipts.clone())),
         reader: reader.clone(),

@@ -58,6 +58,8 @@ pub struct AppServices {
     pub media: store::MediaStorage,
     /// Push registrations and notification settings.
     pub push: store::PushStorage,
+    /// The analysts' audit stream.
+    pub search: store::SearchStorage,
     /// Signs and checks upload and download URLs.
     pub media_urls: Arc<crate::media_urls::UrlSigner>,
 }

@@ -38,6 +38,8 @@ impl Target {
             exp: (crate::clock::unix_nanos_now() / 1_000_000_000) + 24 * 3600,
             iss: None,
             aud: None,
+            role: None,
+            analyst_conversations: None,
         };
         let key = jsonwebtoken::EncodingKey::from_secret(self.jwt_secret.as_bytes());
         jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), &claims, &key).expect("HS256 signing cannot fail")

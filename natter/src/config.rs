@@ -79,6 +79,13 @@ const KNOWN_FILE_KEYS: &[&str] = &[
     "push_vapid_key_file",
     "push_vapid_subject",
     "push_webpush_allow_http",
+    // indexer::IndexerConfig
+    "search_index_dir",
+    "search_replica",
+    "search_commit_millis",
+    "search_commit_max_entries",
+    "search_retention_check_millis",
+    "search_lag_log_secs",
 ];
 
 /// The merged `NATTER_*` settings. Roles get the whole map; the launcher reads its own keys through the accessors.

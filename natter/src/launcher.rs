@@ -1,4 +1,4 @@
-//! `natter run`: local NATS, Redis and clamd when none is configured, then the gateway, one fanout worker, (with a clamd) one media worker and (with push credentials) one push worker in this process.
+//! `natter run`: local NATS, Redis and clamd when none is configured, then the gateway, one fanout worker, one search indexer, (with a clamd) one media worker and (with push credentials) one push worker in this process.
 //!
 //! Shutdown order: the root token is cancelled (signal, or either role ending) → both roles finish
 //! under a hard deadline → Redis and NATS get SIGTERM and are waited for. The servers run in their
@@ -88,6 +88,10 @@ async fn run_roles(
         let media_task = roles.spawn(media::run(media_config, media_nats, shutdown.clone()));
         role_names.insert(media_task.id(), "media");
     }
+    let indexer_config = indexer::IndexerConfig::from_environment(config.environment())?;
+    let indexer_nats = connect_nats(&config, "natter-indexer").await?;
+    let indexer_task = roles.spawn(indexer::run(indexer_config, indexer_nats, shutdown.clone()));
+    role_names.insert(indexer_task.id(), "indexer");
     let push_providers = ["NATTER_PUSH_FCM_SERVICE_ACCOUNT_FILE", "NATTER_PUSH_APNS_KEY_FILE", "NATTER_PUSH_VAPID_KEY_FILE"];
     if push_providers.iter().any(|name| config.get(name).is_some()) {
         let push_config = push::PushWorkerConfig::from_environment(config.environment())?;

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod dev_secret;
+pub mod indexer_commands;
 pub mod launcher;
 pub mod local_services;
 pub mod roles;
@@ -18,11 +19,12 @@ use tokio_util::sync::CancellationToken;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Logs go to stderr: stdout carries the `run` banner and the bare `token` output.
+/// Tantivy logs every commit and merge at info (several lines a second); by default only its warnings show.
 pub fn init_tracing() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tantivy=warn".into()))
         .init();
 }
 
@@ -33,6 +35,7 @@ pub enum Role {
     Fanout,
     Media,
     Push,
+    Indexer,
 }
 
 /// The whole life of a single-role binary: config from `NATTER_CONFIG` and the environment, tracing, signals, the role.
@@ -46,6 +49,7 @@ pub async fn run_single_role(role: Role) -> anyhow::Result<()> {
         Role::Fanout => roles::run_fanout(&config, shutdown).await,
         Role::Media => roles::run_media(&config, shutdown).await,
         Role::Push => roles::run_push(&config, shutdown).await,
+        Role::Indexer => roles::run_indexer(&config, shutdown).await,
     };
     signal_task.abort();
     outcome

@@ -1,4 +1,4 @@
-//! `natter`: the all-in-one launcher (`natter run`), single roles (`natter gateway`, `natter fanout`) and `natter token`.
+//! `natter`: the all-in-one launcher (`natter run`), single roles (`natter gateway`, `natter fanout`, `natter indexer` …) and `natter token`.
 
 use std::path::PathBuf;
 
@@ -32,12 +32,20 @@ enum Command {
     Media,
     /// Only a push worker (FCM, APNs, Web Push), against the configured NATS and the NATTER_PUSH_* credentials.
     Push,
+    /// Only a search indexer (index in NATTER_SEARCH_INDEX_DIR, answers svc.search), against the configured NATS.
+    Indexer,
     /// Print a token for USER, signed with NATTER_JWT_SECRET or the dev secret in the data directory.
     Token {
         user: String,
         /// Data directory holding the dev secret; defaults to $NATTER_DATA_DIR, then ./.natter-data.
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
+        /// An analyst's token (POST /v1/analytics/search), for every conversation unless --conversations is given.
+        #[arg(long)]
+        analyst: bool,
+        /// With --analyst: the only conversations the token may search, comma-separated.
+        #[arg(long, value_delimiter = ',', requires = "analyst", value_name = "IDS")]
+        conversations: Option<Vec<String>>,
     },
 }
 
@@ -55,9 +63,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Fanout => roles::run_fanout(&config, shutdown).await,
         Command::Media => roles::run_media(&config, shutdown).await,
         Command::Push => roles::run_push(&config, shutdown).await,
-        Command::Token { user, data_dir } => {
+        Command::Indexer => roles::run_indexer(&config, shutdown).await,
+        Command::Token { user, data_dir, analyst, conversations } => {
             let data_dir = data_dir.unwrap_or_else(|| config.data_dir());
-            token::mint_token(&config, &user, &data_dir).map(|token| println!("{token}"))
+            let analyst_scope = analyst.then_some(conversations);
+            token::mint_token(&config, &user, &data_dir, analyst_scope).map(|token| println!("{token}"))
         }
     };
     signal_task.abort();

@@ -1,4 +1,4 @@
-//! One role against the configured NATS: `natter gateway`, `natter fanout`, `natter media` and `natter push`, and the connect and bind steps `natter run` shares.
+//! One role against the configured NATS: `natter gateway`, `natter fanout`, `natter media`, `natter push` and `natter indexer`, and the connect and bind steps `natter run` shares.
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -52,4 +52,11 @@ pub async fn run_push(config: &NatterConfig, shutdown: CancellationToken) -> any
     let push_config = push::PushWorkerConfig::from_environment(config.environment())?;
     let nats = connect_nats(config, "natter-push").await?;
     push::run(push_config, nats, shutdown).await
+}
+
+/// `natter indexer`: the same as the `natter-indexer` binary, with the config file honoured too.
+pub async fn run_indexer(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let indexer_config = indexer::IndexerConfig::from_environment(config.environment())?;
+    let nats = connect_nats(config, "natter-indexer").await?;
+    indexer::run(indexer_config, nats, shutdown).await
 }

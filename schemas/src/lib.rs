@@ -11,6 +11,7 @@ mod push;
 pub mod push_providers;
 mod records;
 mod rest;
+mod search;
 mod server_frames;
 
 pub use client_frames::{parse_client_frame, ClientFrame, FrameError, FrameId};
@@ -29,6 +30,7 @@ pub use records::{
     ReceiptRecord, RecordError, Role, StoredMessage,
 };
 pub use rest::*;
+pub use search::*;
 pub use server_frames::{PresenceStatus, ServerFrame};
 
 /// RFC 3339 timestamps, as every `*_at` field on the wire and in storage.

@@ -126,6 +126,12 @@ pub struct TokenClaims {
     pub iss: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
+    /// `"analyst"` ([`crate::ANALYST_ROLE`]) lets the token use the analysts' search; absent for users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// An analyst's scope: these conversations only; absent = every conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analyst_conversations: Option<Vec<String>>,
 }
 
 /// Query of `GET /v1/conversations/{id}/messages`.

@@ -16,6 +16,7 @@ mod provision;
 mod push;
 mod push_registered_users;
 mod receipts;
+mod search;
 mod settings;
 
 pub use conversations::{direct_conversation_id, ConversationLimits, Conversations};
@@ -28,6 +29,7 @@ pub use provision::Storage;
 pub use push::{PushStorage, VersionedRegistration};
 pub use push_registered_users::RegisteredUsers;
 pub use receipts::{Receipts, WatermarkMove};
+pub use search::{LogBounds, SearchStorage};
 pub use batch_get::{last_messages, LastMessage};
 pub use settings::storage_settings_from_environment;
 

@@ -8,8 +8,10 @@ mod layout;
 mod media;
 mod push;
 pub mod redis_keys;
+mod search;
 
 pub use ids::{Id, InvalidId};
 pub use layout::*;
 pub use media::*;
 pub use push::*;
+pub use search::*;

@@ -1,4 +1,4 @@
-//! A whole Natter started for one test: a real nats-server and redis-server (and, when asked, clamd) on free ports, gateways and workers in-process on port 0.
+//! A whole Natter started for one test: a real nats-server and redis-server (and, when asked, clamd) on free ports, gateways and workers (search indexers included) in-process on port 0.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -6,6 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use fanout::FanoutConfig;
 use gateway::GatewayConfig;
+use indexer::IndexerConfig;
 use media::MediaWorkerConfig;
 use push::{PushMetrics, PushWorkerConfig};
 use std::sync::Arc;
@@ -17,6 +18,9 @@ use tokio_util::sync::CancellationToken;
 use crate::{Api, ClamdServer, NatsServer, RedisServer, WsClient};
 
 const TEST_SECRET: &str = "natter-test-secret-that-is-long-enough-for-hs256";
+
+/// A change applied to the config of every indexer a system starts.
+type IndexerConfigChange = Arc<dyn Fn(&mut IndexerConfig) + Send + Sync>;
 
 struct Running {
     address: Option<SocketAddr>,
@@ -33,6 +37,8 @@ pub struct SystemBuilder {
     with_media: bool,
     media_config: MediaWorkerConfig,
     push_config: Option<PushWorkerConfig>,
+    with_search: bool,
+    indexer_config: Option<IndexerConfigChange>,
 }
 
 impl SystemBuilder {
@@ -85,6 +91,18 @@ impl SystemBuilder {
         self
     }
 
+    /// Also start one search indexer (its index in the system's temp dir); off by default so other tests stay fast.
+    pub fn with_search(mut self) -> Self {
+        self.with_search = true;
+        self
+    }
+
+    /// Changes the config of every indexer this system starts (e.g. a short retention check).
+    pub fn indexer_config(mut self, change: impl Fn(&mut IndexerConfig) + Send + Sync + 'static) -> Self {
+        self.indexer_config = Some(Arc::new(change));
+        self
+    }
+
     pub async fn start(self) -> anyhow::Result<TestSystem> {
         crate::init_tracing();
         let store = tempfile::tempdir().context("failed to create a store dir")?;
@@ -120,6 +138,8 @@ impl SystemBuilder {
             http: reqwest::Client::new(),
             push_workers: Vec::new(),
             push_metrics: Arc::new(PushMetrics::default()),
+            indexers: Vec::new(),
+            indexer_config_change: self.indexer_config,
         };
         for _ in 0..self.gateways {
             system.add_gateway().await?;
@@ -132,6 +152,9 @@ impl SystemBuilder {
         }
         if let Some(push_config) = self.push_config {
             system.add_push_worker(push_config).await?;
+        }
+        if self.with_search {
+            system.add_indexer().await?;
         }
         Ok(system)
     }
@@ -153,6 +176,8 @@ pub struct TestSystem {
     push_workers: Vec<Running>,
     /// Counters of every push worker this system started.
     pub push_metrics: Arc<PushMetrics>,
+    indexers: Vec<Running>,
+    indexer_config_change: Option<IndexerConfigChange>,
 }
 
 impl TestSystem {
@@ -176,6 +201,8 @@ impl TestSystem {
             with_media: false,
             media_config,
             push_config: None,
+            with_search: false,
+            indexer_config: None,
         }
     }
 
@@ -277,6 +304,49 @@ impl TestSystem {
         Ok(self.push_workers.len() - 1)
     }
 
+    /// Starts another search indexer with its own index directory; returns its index once the search service answers.
+    pub async fn add_indexer(&mut self) -> anyhow::Result<usize> {
+        let mut config = IndexerConfig::new(self.index_dir(self.indexers.len()));
+        if let Some(change) = &self.indexer_config_change {
+            change(&mut config);
+        }
+        let nats = self.connect_nats().await?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(indexer::run(config, nats, shutdown.clone()));
+        self.indexers.push(Running { address: None, shutdown, task: Some(task) });
+        let nats = self.connect_nats().await?;
+        crate::wait_until("the search service answers", Duration::from_secs(20), || {
+            let nats = nats.clone();
+            async move { nats.request(subjects::SEARCH_STATUS_SUBJECT, bytes::Bytes::new()).await.is_ok() }
+        })
+        .await?;
+        Ok(self.indexers.len() - 1)
+    }
+
+    /// Where indexer `number` of this system keeps (or would keep) its index; child processes may use it too.
+    pub fn index_dir(&self, number: usize) -> std::path::PathBuf {
+        self._store.path().join(format!("search-index-{number}"))
+    }
+
+    /// The status of whichever indexer answers `svc.search.status`.
+    pub async fn search_status(&self) -> anyhow::Result<schemas::SearchStatus> {
+        let nats = self.connect_nats().await?;
+        let reply = tokio::time::timeout(Duration::from_secs(5), nats.request(subjects::SEARCH_STATUS_SUBJECT, bytes::Bytes::new()))
+            .await
+            .context("the search status request timed out")??;
+        Ok(serde_json::from_slice(&reply.payload)?)
+    }
+
+    /// Stops an indexer the orderly way (it commits what it read) and waits for it.
+    pub async fn stop_indexer(&mut self, number: usize) -> anyhow::Result<()> {
+        let running = &mut self.indexers[number];
+        running.shutdown.cancel();
+        if let Some(task) = running.task.take() {
+            task.await.context("indexer task panicked")??;
+        }
+        Ok(())
+    }
+
     /// Push registrations, settings and queues, read straight from JetStream.
     pub async fn push_storage(&self) -> anyhow::Result<store::PushStorage> {
         Ok(store::PushStorage::provision(self.connect_nats().await?, &self.fanout_config.storage).await?)
@@ -328,6 +398,25 @@ impl TestSystem {
         Ok(())
     }
 
+    /// Starts a stopped gateway again on the address it had, as a restarted process would: clients reconnect to the same URL.
+    pub async fn restart_gateway(&mut self, index: usize) -> anyhow::Result<()> {
+        anyhow::ensure!(self.gateways[index].task.is_none(), "gateway {index} is still running; stop it first");
+        let address = self.gateways[index].address.expect("gateways have addresses");
+        let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("failed to bind {address} again"))?;
+        let nats = self.connect_nats().await?;
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(gateway::run(self.gateway_config.clone(), listener, nats, shutdown.clone()));
+        self.gateways[index] = Running { address: Some(address), shutdown, task: Some(task) };
+        let url = format!("{}/healthz", self.http_url(index));
+        let http = self.http.clone();
+        crate::wait_until("the restarted gateway answers", Duration::from_secs(20), || {
+            let http = http.clone();
+            let url = url.clone();
+            async move { http.get(&url).send().await.is_ok_and(|response| response.status().is_success()) }
+        })
+        .await
+    }
+
     /// Stops a gateway abruptly, as a crash would: no goodbyes.
     pub fn kill_gateway(&mut self, index: usize) {
         if let Some(task) = self.gateways[index].task.take() {
@@ -345,6 +434,12 @@ impl TestSystem {
 
     pub fn token(&self, user: &str) -> String {
         gateway::Authenticator::new(&self.gateway_config.jwt).mint(&Id::parse(user).expect("test user ids are valid"))
+    }
+
+    /// An analyst's token: every conversation with `None`, else only those listed.
+    pub fn analyst_token(&self, user: &str, conversations: Option<&[&str]>) -> String {
+        let conversations: Option<Vec<Id>> = conversations.map(|ids| ids.iter().map(|id| Id::parse(id).expect("test conversation ids are valid")).collect());
+        gateway::Authenticator::new(&self.gateway_config.jwt).mint_analyst(&Id::parse(user).expect("test user ids are valid"), conversations.as_deref())
     }
 
     pub fn api(&self, gateway: usize, user: &str) -> Api {
@@ -373,7 +468,8 @@ impl TestSystem {
 
 impl Drop for TestSystem {
     fn drop(&mut self) {
-        for running in self.gateways.iter_mut().chain(self.fanouts.iter_mut()).chain(self.media_workers.iter_mut()).chain(self.push_workers.iter_mut()) {
+        let every_role = self.gateways.iter_mut().chain(self.fanouts.iter_mut()).chain(self.media_workers.iter_mut()).chain(self.push_workers.iter_mut());
+        for running in every_role.chain(self.indexers.iter_mut()) {
             running.shutdown.cancel();
             if let Some(task) = running.task.take() {
                 task.abort();

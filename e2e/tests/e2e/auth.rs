@@ -14,7 +14,7 @@ pub(crate) fn sign(claims: &TokenClaims, secret: &str) -> String {
 
 pub(crate) fn claims(user: &str, expires_in_seconds: i64) -> TokenClaims {
     let exp = time::OffsetDateTime::now_utc().unix_timestamp() + expires_in_seconds;
-    TokenClaims { sub: user.to_owned(), exp: exp as u64, iss: None, aud: None }
+    TokenClaims { sub: user.to_owned(), exp: exp as u64, iss: None, aud: None, role: None, analyst_conversations: None }
 }
 
 pub(crate) fn unsigned_none_token(user: &str) -> String {

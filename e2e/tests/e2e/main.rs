@@ -14,5 +14,8 @@ mod push_delivery;
 mod push_registration;
 mod rate_limits;
 mod receipts;
+mod search;
+mod search_analysts;
+mod search_recovery;
 mod slow_client;
 mod sync;

@@ -1,0 +1,71 @@
+//! Search in JetStream: the log as the indexer reads it (bounds, a consumer from a sequence) and the analysts' audit stream.
+
+use async_nats::jetstream::{self, consumer, stream::Stream};
+use schemas::SearchAuditRecord;
+use subjects::{Id, StorageSettings};
+
+use crate::error::{from_nats, StoreError};
+use crate::Storage;
+
+/// Handles the indexer and the gateway's analyst endpoint use; cheap to clone.
+#[derive(Clone)]
+pub struct SearchStorage {
+    jetstream: jetstream::Context,
+    messages: Stream,
+}
+
+/// The stream sequences the log holds now: `first..=last` (`first > last` when it is empty).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogBounds {
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+impl SearchStorage {
+    /// Creates or updates the audit stream beside the already provisioned log.
+    pub async fn provision(storage: &Storage, settings: &StorageSettings) -> Result<SearchStorage, StoreError> {
+        storage
+            .jetstream
+            .create_or_update_stream(subjects::search_audit_stream_config(settings))
+            .await
+            .map_err(|error| from_nats("failed to create or update the search audit stream", error))?;
+        Ok(SearchStorage { jetstream: storage.jetstream.clone(), messages: storage.messages.clone() })
+    }
+
+    /// Records an analyst's query durably (after JetStream's PubAck); the query must not run if this fails.
+    pub async fn record_analyst_query(&self, record: &SearchAuditRecord) -> Result<(), StoreError> {
+        let analyst = Id::parse(&record.analyst).map_err(|error| StoreError::Invalid(error.to_string()))?;
+        self.jetstream
+            .publish(subjects::search_audit_subject(&analyst), record.to_bytes().into())
+            .await
+            .map_err(|error| from_nats("failed to write the search audit record", error))?
+            .await
+            .map_err(|error| from_nats("the search audit record was not stored", error))?;
+        Ok(())
+    }
+
+    /// Where the log starts and ends now: what expired is below `first_seq`, lag is measured to `last_seq`.
+    pub async fn log_bounds(&self) -> Result<LogBounds, StoreError> {
+        let info = self.messages.get_info().await.map_err(|error| from_nats("failed to read the message stream's state", error))?;
+        Ok(LogBounds { first_seq: info.state.first_sequence, last_seq: info.state.last_sequence })
+    }
+
+    /// A consumer over the log from `start_seq` on (see [`subjects::indexer_consumer_config`]); any previous one of that name is replaced.
+    pub async fn read_log_from(&self, consumer_name: &str, start_seq: u64) -> Result<consumer::pull::Stream, StoreError> {
+        // A consumer of the same name left by a crash would keep its old start: drop it first.
+        let _ = self.messages.delete_consumer(consumer_name).await;
+        let consumer = self
+            .messages
+            .create_consumer(subjects::indexer_consumer_config(consumer_name, start_seq))
+            .await
+            .map_err(|error| from_nats("failed to create the indexer's consumer", error))?;
+        consumer.messages().await.map_err(|error| from_nats("failed to pull from the indexer's consumer", error))
+    }
+
+    /// Removes a consumer when the indexer stops or moves on; a failure only leaves it to its inactivity timeout.
+    pub async fn drop_log_reader(&self, consumer_name: &str) {
+        if let Err(error) = self.messages.delete_consumer(consumer_name).await {
+            tracing::debug!(%error, consumer_name, "failed to delete an indexer consumer; it expires on its own");
+        }
+    }
+}
