@@ -1,5 +1,6 @@
 //! `cargo xtask <setup|test|run>`: installs the local tools, runs the test suite, and runs the all-in-one launcher.
 
+mod fuzz;
 mod setup;
 
 use std::os::unix::process::CommandExt;
@@ -27,7 +28,7 @@ struct Arguments {
 enum Task {
     /// Install the pinned nats-server, redis-server, clamav-daemon and cargo-nextest if missing.
     Setup,
-    /// Set up, then run every test in the workspace with nextest; extra arguments go to nextest.
+    /// Set up, then run every test in the workspace with nextest and every fuzz target briefly; extra arguments go to nextest.
     Test {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         nextest_arguments: Vec<String>,
@@ -65,6 +66,10 @@ fn run_tests(workspace_root: &Path, nextest_arguments: &[String]) -> anyhow::Res
         .context("failed to run `cargo nextest run`")?;
     // Hand nextest's own exit code on (it distinguishes failing tests from build errors); a signal means failure.
     let code = status.code().unwrap_or(1);
+    // Only for a whole-suite run: arguments select some tests, and the fuzzers are not among them.
+    if nextest_arguments.is_empty() && !fuzz::run_bounded(workspace_root)? && code == 0 {
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
 }
 
