@@ -1,4 +1,4 @@
-//! The HTTP API of PROTOCOL.md: dev tokens, conversations and members, messages and history, media, push registration, search.
+//! The HTTP API of PROTOCOL.md: dev tokens, conversations and members, messages and history, media, push registration, search; plus the web client at `/`.
 
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
@@ -25,6 +25,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.max_frame_bytes;
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
+        .merge(crate::web_client::routes())
         .route("/v1/dev/token", post(dev_token))
         .route("/v1/conversations", post(create_conversation).get(inbox))
         .route("/v1/conversations/{id}", get(get_conversation))

@@ -31,6 +31,7 @@ mod state;
 mod sync;
 mod typing;
 mod ws;
+mod web_client;
 
 use std::sync::Arc;
 use std::time::Duration;

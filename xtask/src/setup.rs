@@ -1,4 +1,4 @@
-//! `cargo xtask setup`: installs the pinned nats-server, Debian's redis-server and clamav-daemon, and cargo-nextest when missing.
+//! `cargo xtask setup`: installs the pinned nats-server, Debian's redis-server, clamav-daemon and chromium, the web tests' npm packages, and cargo-nextest when missing.
 //!
 //! Quiet when everything is already there, so `cargo xtask test` can run it every time.
 
@@ -18,6 +18,9 @@ pub fn run(workspace_root: &Path) -> anyhow::Result<()> {
     ensure_debian_package("redis-server", "redis-server")?;
     // clamd scans media in tests and in the all-in-one launcher; its signatures ship in the repo (no freshclam).
     ensure_debian_package("clamd", "clamav-daemon")?;
+    // The web client's browser tests drive Debian's Chromium with npm's playwright-core (its own browser download fails here).
+    ensure_debian_package("chromium", "chromium")?;
+    ensure_web_test_dependencies(workspace_root)?;
     ensure_cargo_nextest()?;
     Ok(())
 }
@@ -141,6 +144,21 @@ fn apt_privilege_prefix(package: &str) -> anyhow::Result<Option<&'static str>> {
         );
     }
     Ok(Some("sudo"))
+}
+
+/// `npm ci` in `web/` (playwright-core, pinned by its package-lock.json) unless it was already run.
+fn ensure_web_test_dependencies(workspace_root: &Path) -> anyhow::Result<()> {
+    let web = workspace_root.join("web");
+    if web.join("node_modules").join("playwright-core").is_dir() {
+        return Ok(());
+    }
+    eprintln!("xtask setup: installing the web tests' npm packages in {}", web.display());
+    run_checked(
+        Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund"])
+            .current_dir(&web),
+        "npm ci in web/ (are Node.js and npm installed?)",
+    )
 }
 
 fn ensure_cargo_nextest() -> anyhow::Result<()> {

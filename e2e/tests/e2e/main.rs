@@ -19,3 +19,4 @@ mod search_analysts;
 mod search_recovery;
 mod slow_client;
 mod sync;
+mod web_client;
