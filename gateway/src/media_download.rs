@@ -107,7 +107,8 @@ fn header_value(text: &str) -> Result<HeaderValue, ApiError> {
     HeaderValue::from_str(text).map_err(|_| ApiError::new(schemas::ErrorCode::Internal, "unrepresentable header"))
 }
 
-fn if_none_match_hits(headers: &HeaderMap, etag: &str) -> bool {
+/// Whether `If-None-Match` names `etag` (weak or strong) or `*`: the client's copy is current.
+pub(crate) fn if_none_match_hits(headers: &HeaderMap, etag: &str) -> bool {
     headers
         .get_all(header::IF_NONE_MATCH)
         .iter()

@@ -84,20 +84,10 @@ fn serve(name: &str, request_headers: &HeaderMap) -> Response {
     if let Ok(value) = HeaderValue::from_str(etag) {
         headers.insert(header::ETAG, value);
     }
-    if if_none_match_hits(request_headers, etag) {
+    if crate::media_download::if_none_match_hits(request_headers, etag) {
         return (StatusCode::NOT_MODIFIED, headers).into_response();
     }
     (StatusCode::OK, headers, asset.bytes).into_response()
-}
-
-fn if_none_match_hits(request_headers: &HeaderMap, etag: &str) -> bool {
-    request_headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|candidate| candidate.trim().trim_start_matches("W/"))
-        .any(|candidate| candidate == "*" || candidate == etag)
 }
 
 #[cfg(test)]
