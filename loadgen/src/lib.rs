@@ -18,6 +18,7 @@ pub mod scenario_connections;
 pub mod scenario_history;
 pub mod scenario_large_group;
 pub mod scenario_latency;
+pub mod scenario_soak;
 pub mod svg_plot;
 pub mod system_under_test;
 pub mod worker;

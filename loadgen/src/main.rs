@@ -94,6 +94,21 @@ enum Scenario {
         #[arg(long, default_value_t = 5)]
         repeats: usize,
     },
+    /// Clients connect, sync, chat and disconnect in cycles; memory and open files of every process after each cycle, every message accounted for.
+    Soak {
+        #[command(flatten)]
+        system: SystemArgs,
+        #[arg(long, default_value_t = 20)]
+        groups: usize,
+        #[arg(long, default_value_t = 10)]
+        group_size: usize,
+        /// Connect → sync → send → close rounds of every client.
+        #[arg(long, default_value_t = 60)]
+        cycles: usize,
+        /// 2 groups of 5, 4 cycles: checks the harness, not the system.
+        #[arg(long)]
+        smoke: bool,
+    },
     /// The highest send rate whose p99 stays within the SLO for a whole window: doubling, then bisection.
     Capacity {
         #[command(flatten)]
@@ -277,6 +292,20 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(run_scenario(system, "history", command, |target| async move {
                 let report = loadgen::scenario_history::run_history(&target, &options).await?;
                 Ok(Outcome { shape, phases: Vec::new(), extra: serde_json::to_value(report)?, summary_markdown: None })
+            }))
+        }
+        Scenario::Soak { system, groups, group_size, cycles, smoke } => {
+            let options = if smoke {
+                loadgen::scenario_soak::SoakOptions { population: Population { groups: 2, group_size: 5 }, cycles: 4 }
+            } else {
+                loadgen::scenario_soak::SoakOptions { population: Population { groups, group_size }, cycles }
+            };
+            let population = options.population;
+            let shape = ReportShape { clients: population.clients(), groups: population.groups, group_size: population.group_size, gateways: system.gateways, fanouts: system.fanouts, workers: 0 };
+            runtime.block_on(run_scenario(system, "soak", command, |target| async move {
+                let report = loadgen::scenario_soak::run_soak(&target, &options).await?;
+                anyhow::ensure!(report.messages_missing == 0, "{} messages missing after the final sync", report.messages_missing);
+                Ok(Outcome { shape, phases: Vec::new(), summary_markdown: Some(loadgen::scenario_soak::summary_markdown(&report)), extra: serde_json::to_value(report)? })
             }))
         }
         Scenario::Catchup { system, conversations, messages, repeats } => {

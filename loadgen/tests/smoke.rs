@@ -116,3 +116,19 @@ async fn connections_smoke_holds_idle_connections_over_two_gateways_and_each_ans
     assert_eq!(report.gateways.len(), 2);
     Ok(())
 }
+
+#[tokio::test]
+async fn soak_smoke_churns_connections_and_accounts_for_every_message() -> anyhow::Result<()> {
+    let system = testkit::TestSystem::start().await?;
+    let mut target = target_of(&system, 1)?;
+    // In process, the gateway is this test's own process: its memory and files are what is sampled.
+    target.processes = vec![("test process (gateway in-process)".to_owned(), std::process::id()), ("nats-server".to_owned(), system.nats.pid())];
+    let options = loadgen::scenario_soak::SoakOptions { population: loadgen::plan::Population { groups: 2, group_size: 5 }, cycles: 4 };
+    let report = loadgen::scenario_soak::run_soak(&target, &options).await?;
+    assert_eq!(report.messages_sent, 40);
+    assert_eq!(report.messages_missing, 0, "every message is held after the final sync");
+    assert_eq!(report.samples.len(), 4);
+    assert!(report.trends.iter().all(|trend| trend.max_rss_mib > 0.0 && trend.max_open_files > 0), "{:?}", report.trends);
+    assert!(loadgen::scenario_soak::summary_markdown(&report).contains("0 missing"));
+    Ok(())
+}
