@@ -170,6 +170,8 @@ fn spawn_role(binary: &Path, role: &str, settings: &RoleSettings, listen: Option
         .env("NATTER_RATE_SEND_PER_ADDRESS", "off")
         // The catch-up scenario's one sender writes 1,000 messages at once; the check still runs (and costs what it costs).
         .env("NATTER_RATE_SEND_PER_USER", "1000000/1000000")
+        // The soak reconnects every client several times a second, which the production limit calls abuse.
+        .env("NATTER_RATE_CONNECT_PER_USER", "1000000/1000000")
         .env("NATTER_RATE_CONNECT_PER_ADDRESS", "off")
         .env("NATTER_RATE_UPLOAD_PER_ADDRESS", "off")
         // Every simulated user sends the same text, which is exactly what the spam signal looks for.
