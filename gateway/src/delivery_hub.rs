@@ -140,11 +140,27 @@ struct Delivery {
     seq: u64,
     /// From the fanout's header; a delivery without one is announced to every member.
     sender: Option<Id>,
+    /// From the fanout's header: when the sending gateway stamped the message.
+    sent_at_micros: Option<i64>,
     payload: Bytes,
 }
 
-/// Why a device has to go: it reconnects and resumes from its cursors.
-struct Disconnect(&'static str);
+/// Why a device has to go (the close reason it is told, and the short label the slow-consumer counter uses): it reconnects and resumes from its cursors.
+struct Disconnect(&'static str, &'static str);
+
+impl Disconnect {
+    /// Counts the disconnect unless the socket was already gone, which is no consumer being slow.
+    fn count(&self) {
+        if self.1 != CONNECTION_CLOSED {
+            telemetry::gateway_metrics().count_slow_consumer_disconnect(self.1);
+        }
+    }
+}
+
+const CONNECTION_CLOSED: &str = "connection_closed";
+
+/// Every `reason` label of `natter_slow_consumer_disconnects_total`; `sync_aborted` is counted by the sync path.
+pub const SLOW_CONSUMER_REASONS: [&str; 5] = ["queue_full", "held_overflow", "gap_fill_failed", "log_read_failed", "sync_aborted"];
 
 struct UserDeliveries {
     user: Id,
@@ -218,10 +234,15 @@ impl UserDeliveries {
         let Some(device) = self.devices.get_mut(&connection) else { return };
         let outcome = offer_to_device(&self.reader, device, delivery).await;
         if let Ok(Offered::Pushed { earlier_senders }) = &outcome {
+            if let Some(sent_at_micros) = delivery.sent_at_micros {
+                observe_delivery_latency(sent_at_micros);
+            }
             let senders = delivery.sender.as_ref().map(|sender| std::iter::once(sender).chain(earlier_senders));
             self.delivered.record(&delivery.conversation, &self.user, &device.attachment.device, delivery.seq, senders);
         }
-        if let Err(Disconnect(reason)) = outcome {
+        if let Err(disconnect) = outcome {
+            disconnect.count();
+            let Disconnect(reason, _) = disconnect;
             if let Some(device) = self.devices.remove(&connection) {
                 let _ = device.attachment.control.try_send(Outbound::Close { code: close_codes::TRY_AGAIN_LATER, reason: reason.to_owned() });
             }
@@ -234,8 +255,9 @@ impl UserDeliveries {
             if device.held.is_some() {
                 continue;
             }
-            if let Err(Disconnect(reason)) = push(device, Outbound::Text(payload.clone())) {
-                too_slow.push((*connection, reason));
+            if let Err(disconnect) = push(device, Outbound::Text(payload.clone())) {
+                disconnect.count();
+                too_slow.push((*connection, disconnect.0));
             }
         }
         for (connection, reason) in too_slow {
@@ -263,7 +285,7 @@ enum Offered {
 async fn offer_to_device(reader: &LogReader, device: &mut DeviceState, delivery: &Delivery) -> Result<Offered, Disconnect> {
     if let Some(held) = &mut device.held {
         if held.len() >= device.attachment.max_held {
-            return Err(Disconnect("too many messages arrived while syncing; resume with sync"));
+            return Err(Disconnect("too many messages arrived while syncing; resume with sync", "held_overflow"));
         }
         held.push(delivery.clone());
         return Ok(Offered::Held);
@@ -282,7 +304,7 @@ async fn offer_to_device(reader: &LogReader, device: &mut DeviceState, delivery:
             let missing = reader
                 .range(conversation, first_missing, delivery.seq - 1)
                 .await
-                .map_err(|_| Disconnect("could not fill a gap in delivery; resume with sync"))?;
+                .map_err(|_| Disconnect("could not fill a gap in delivery; resume with sync", "gap_fill_failed"))?;
             for message in missing {
                 note_sender(&message);
                 push(device, Outbound::frame(&ServerFrame::Message { message }))?;
@@ -300,7 +322,7 @@ async fn offer_to_device(reader: &LogReader, device: &mut DeviceState, delivery:
                         seq -= 1;
                     }
                     Ok(_) => break,
-                    Err(_) => return Err(Disconnect("could not read the log; resume with sync")),
+                    Err(_) => return Err(Disconnect("could not read the log; resume with sync", "log_read_failed")),
                 }
             }
             for message in earlier.into_iter().rev() {
@@ -316,8 +338,8 @@ async fn offer_to_device(reader: &LogReader, device: &mut DeviceState, delivery:
 
 fn push(device: &DeviceState, frame: Outbound) -> Result<(), Disconnect> {
     device.attachment.outbound.try_send(frame).map_err(|error| match error {
-        mpsc::error::TrySendError::Full(_) => Disconnect("device is not reading fast enough; resume with sync"),
-        mpsc::error::TrySendError::Closed(_) => Disconnect("connection closed"),
+        mpsc::error::TrySendError::Full(_) => Disconnect("device is not reading fast enough; resume with sync", "queue_full"),
+        mpsc::error::TrySendError::Closed(_) => Disconnect("connection closed", CONNECTION_CLOSED),
     })
 }
 
@@ -326,5 +348,14 @@ fn parse_delivery(message: &async_nats::Message) -> Option<Delivery> {
     let conversation = Id::parse(headers.get(subjects::HEADER_CONVERSATION)?.as_str()).ok()?;
     let seq = headers.get(subjects::HEADER_SEQ)?.as_str().parse().ok()?;
     let sender = headers.get(subjects::HEADER_SENDER).and_then(|sender| Id::parse(sender.as_str()).ok());
-    Some(Delivery { conversation, seq, sender, payload: message.payload.clone() })
+    let sent_at_micros = headers.get(subjects::HEADER_SENT_AT_MICROS).and_then(|value| value.as_str().parse().ok());
+    Some(Delivery { conversation, seq, sender, sent_at_micros, payload: message.payload.clone() })
+}
+
+/// Wall-clock time from the sender's gateway stamping the message to this gateway queuing the frame on
+/// the device's socket; across gateways it trusts their clocks to agree (NTP), and a negative span counts as zero.
+fn observe_delivery_latency(sent_at_micros: i64) {
+    let now_micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |now| now.as_micros() as i64);
+    let latency_seconds = (now_micros - sent_at_micros).max(0) as f64 / 1_000_000.0;
+    telemetry::gateway_metrics().delivery_latency_seconds.observe(latency_seconds);
 }

@@ -24,7 +24,6 @@ const DEFAULT_PAGE: u64 = 50;
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.max_frame_bytes;
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
         .merge(crate::web_client::routes())
         .route("/v1/dev/token", post(dev_token))
         .route("/v1/conversations", post(create_conversation).get(inbox))
@@ -146,7 +145,10 @@ async fn post_message(
     ApiJson(request): ApiJson<PostMessageRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let device = parse_id("device", query.device.as_deref().unwrap_or("http"))?;
-    let outcome = send_message(&state, &caller, &device, peer.ip(), &request.conversation_id, &request.client_msg_id, request.body).await?;
+    // One id per HTTP send; the log entry carries it to the workers' log lines.
+    let request_id = ulid::Ulid::new().to_string();
+    tracing::debug!(%request_id, user = %caller, "http send");
+    let outcome = send_message(&state, &caller, &device, peer.ip(), &request.conversation_id, &request.client_msg_id, request.body, &request_id).await?;
     let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     let response = PostMessageResponse {
         conversation_id: request.conversation_id,

@@ -58,6 +58,9 @@ const CONNECTION_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Serves until `shutdown` is cancelled, then closes every socket with a reason and flushes NATS.
 pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
+    // Registered up front, so the first scrape lists every family the gateway exports, at zero.
+    telemetry::gateway_metrics().declare_slow_consumer_reasons(&delivery_hub::SLOW_CONSUMER_REASONS);
+    telemetry::store_metrics();
     let storage = Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage)
         .await
         .context("failed to provision streams and buckets")?;
@@ -95,6 +98,8 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
             (Presence::disabled(), None)
         }
     };
+    // The gateway creates the streams it needs; it owns no durable consumer, so only the log stream and Redis are checked.
+    let readiness = telemetry::Readiness::new(nats.clone()).stream(subjects::MESSAGE_STREAM).redis(redis.clone());
     let state = AppState::new(AppServices {
         auth: Arc::new(Authenticator::new(&config.jwt)),
         media,
@@ -126,7 +131,8 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
         }
     });
     // The peer address is what per-address rate limits count.
-    axum::serve(listener, http::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>())
+    let router = http::router(state.clone()).merge(telemetry::operations_routes(readiness));
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await
         .context("http server failed")?;

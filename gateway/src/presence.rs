@@ -148,6 +148,8 @@ struct PresenceTask {
 impl PresenceTask {
     async fn run(mut self, mut commands_rx: mpsc::UnboundedReceiver<PresenceCommand>) {
         let mut next_tick = Instant::now() + self.interval;
+        // Connections register themselves as they come; until the first round there is nothing older than now.
+        telemetry::gateway_metrics().record_presence_refresh();
         let mut batch = Vec::with_capacity(MAX_COMMANDS_PER_BATCH);
         loop {
             tokio::select! {
@@ -242,6 +244,7 @@ impl PresenceTask {
                 return false;
             }
         };
+        telemetry::gateway_metrics().record_presence_refresh();
         let mut replies = replies.into_iter();
         let removed = std::mem::take(&mut self.failed_removals);
         let refreshed = live.into_iter().map(|(_, user)| user);

@@ -63,6 +63,8 @@ pub enum LimitedAction {
 }
 
 impl LimitedAction {
+    const ALL: [LimitedAction; 3] = [LimitedAction::Send, LimitedAction::Connect, LimitedAction::Upload];
+
     fn name(self) -> &'static str {
         match self {
             LimitedAction::Send => "send",
@@ -161,6 +163,7 @@ pub struct RateLimiter {
 
 impl RateLimiter {
     pub fn new(redis: Option<ConnectionManager>, limits: RateLimits) -> RateLimiter {
+        telemetry::gateway_metrics().declare_rate_limited_actions(&LimitedAction::ALL.map(LimitedAction::name));
         RateLimiter { redis, limits, script: redis::Script::new(TAKE_SCRIPT), local: Mutex::new(HashMap::new()) }
     }
 
@@ -184,6 +187,7 @@ impl RateLimiter {
         if wait_millis == 0 {
             return Ok(());
         }
+        telemetry::gateway_metrics().count_rate_limit_refusal(action.name());
         Err(ApiError::rate_limited(format!("too many {} requests; retry in {wait_millis} ms", action.name()), wait_millis))
     }
 

@@ -18,6 +18,7 @@ pub async fn send_message(
     conversation_id: &str,
     client_msg_id: &str,
     body: Body,
+    request_id: &str,
 ) -> Result<AppendOutcome, ApiError> {
     let conversation = parse_id("conversation_id", conversation_id)?;
     let client_msg_id = parse_id("client_msg_id", client_msg_id)?;
@@ -41,7 +42,7 @@ pub async fn send_message(
     }
     let outcome = state
         .log
-        .append(AppendRequest { conversation: conversation.clone(), client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body })
+        .append(AppendRequest { conversation: conversation.clone(), client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body, request_id: Some(request_id.to_owned()) })
         .await?;
     // Writing in a conversation means having read it up to one's own message: the log moved the
     // user's read watermark before the ack. No receipt frame follows: the sender's other devices

@@ -27,12 +27,14 @@ pub struct Session {
     pub outbound: mpsc::Sender<Outbound>,
     /// The peer's address, which per-address rate limits count.
     pub address: std::net::IpAddr,
+    /// Unique across gateways (a ULID per connection): the id this connection's sends carry to the workers.
+    pub request_id: String,
     protocol_errors: u32,
 }
 
 impl Session {
-    pub fn new(state: AppState, user: Id, device: Id, connection: ConnectionId, outbound: mpsc::Sender<Outbound>, address: std::net::IpAddr) -> Session {
-        Session { state, user, device, connection, outbound, address, protocol_errors: 0 }
+    pub fn new(state: AppState, user: Id, device: Id, connection: ConnectionId, outbound: mpsc::Sender<Outbound>, address: std::net::IpAddr, request_id: String) -> Session {
+        Session { state, user, device, connection, outbound, address, request_id, protocol_errors: 0 }
     }
 
     pub async fn handle_text(&mut self, text: &str) -> Flow {
@@ -43,7 +45,7 @@ impl Session {
         match frame {
             ClientFrame::Ping { id } => self.reply(ServerFrame::Pong { id }).await,
             ClientFrame::Send { id, conversation_id, client_msg_id, body } => {
-                match send_message(&self.state, &self.user, &self.device, self.address, &conversation_id, &client_msg_id, body).await {
+                match send_message(&self.state, &self.user, &self.device, self.address, &conversation_id, &client_msg_id, body, &self.request_id).await {
                     Ok(outcome) => {
                         self.reply(ServerFrame::Ack {
                             id,
@@ -60,6 +62,7 @@ impl Session {
             }
             ClientFrame::Sync { id, cursors } => {
                 if let Err(SyncAborted(reason)) = sync_device(self, id, cursors).await {
+                    telemetry::gateway_metrics().count_slow_consumer_disconnect("sync_aborted");
                     return Flow::Close { code: close_codes::TRY_AGAIN_LATER, reason: reason.to_owned() };
                 }
             }

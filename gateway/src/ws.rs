@@ -88,20 +88,27 @@ pub async fn upgrade(
     };
     let channels = ConnectionChannels { connection, outbound_tx, outbound_rx, control_tx, control_rx };
     let connection_state = state.clone();
-    state.connections.spawn(async move {
+    let request_id = ulid::Ulid::new().to_string();
+    let connection_span = tracing::info_span!("connection", %request_id, %user, %device);
+    state.connections.spawn(tracing::Instrument::instrument(async move {
         match upgraded.await {
             Ok(socket) => {
+                let metrics = telemetry::gateway_metrics();
+                metrics.connects.inc();
+                metrics.connections.inc();
                 // Before the reader starts: once the device has a reply, it counts as online everywhere.
                 let patience = PRESENCE_REGISTRATION_PATIENCE.min(connection_state.config.heartbeat_interval);
                 // Boxed, so an idle connection's task holds only the state it waits in, not the union of all.
                 Box::pin(connection_state.presence.connected(&user, connection, patience)).await;
-                Box::pin(run_connection(connection_state.clone(), socket, &user, device, peer.ip(), resume, channels)).await;
+                Box::pin(run_connection(connection_state.clone(), socket, &user, device, peer.ip(), resume, channels, request_id)).await;
                 connection_state.presence.disconnected(&user, connection);
+                metrics.connections.dec();
+                metrics.disconnects.inc();
             }
             Err(error) => tracing::debug!(%error, "websocket upgrade did not complete"),
         }
         Box::pin(connection_state.hub.detach(&user, connection)).await;
-    });
+    }, connection_span));
     Ok(response.into_response())
 }
 
@@ -122,6 +129,7 @@ async fn run_connection(
     address: IpAddr,
     resume: bool,
     channels: ConnectionChannels,
+    request_id: String,
 ) {
     let limits = state.config.limits.clone();
     socket.set_max_message_size(limits.max_frame_bytes.saturating_mul(HARD_FRAME_CAP_FACTOR));
@@ -130,13 +138,14 @@ async fn run_connection(
     let (read_half, write_half) = socket.split(tokio::io::split);
     let ConnectionChannels { connection, outbound_tx, outbound_rx, control_tx, control_rx } = channels;
     let activity = Arc::new(ActivityClock::start());
+    // The reader and writer tasks log inside the connection's span, so their lines carry its `request_id`.
     let heartbeat = Heartbeat { interval: state.config.heartbeat_interval, activity: activity.clone() };
-    let mut writer = tokio::spawn(write_frames(write_half, outbound_rx, control_rx, state.shutdown.clone(), heartbeat));
+    let mut writer = tokio::spawn(tracing::Instrument::in_current_span(write_frames(write_half, outbound_rx, control_rx, state.shutdown.clone(), heartbeat)));
     tracing::debug!(%user, %device, connection, resume, "device connected");
     // Before the reader starts, so the snapshot precedes the reply to the device's first frame.
     Box::pin(crate::presence_snapshot::send_presence_snapshot(&state, user, &outbound_tx)).await;
-    let session = Session::new(state.clone(), user.clone(), device, connection, outbound_tx, address);
-    let mut reader = tokio::spawn(read_frames(session, read_half, control_tx.clone(), limits.max_frame_bytes, activity));
+    let session = Session::new(state.clone(), user.clone(), device, connection, outbound_tx, address, request_id);
+    let mut reader = tokio::spawn(tracing::Instrument::in_current_span(read_frames(session, read_half, control_tx.clone(), limits.max_frame_bytes, activity)));
     tokio::select! {
         _ = &mut writer => reader.abort(),
         flow = &mut reader => {

@@ -19,6 +19,10 @@ pub const JWT_SECRET: &str = "NATTER_JWT_SECRET";
 pub const DEV_MODE: &str = "NATTER_DEV_MODE";
 pub const CLAMD_ADDRESS: &str = "NATTER_CLAMD_ADDRESS";
 pub const MEDIA_SIGNATURES_DIR: &str = "NATTER_MEDIA_SIGNATURES_DIR";
+/// A worker's `/metrics`, `/healthz` and `/readyz` listen address; unset, a worker serves none (the gateway always serves them on `NATTER_LISTEN`).
+pub const METRICS_LISTEN: &str = "NATTER_METRICS_LISTEN";
+/// `text` (the default) or `json`: one JSON object per log line, with the current span's fields (`request_id`).
+pub const LOG_FORMAT: &str = "NATTER_LOG_FORMAT";
 
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
 pub const DEFAULT_LISTEN_ADDRESS: &str = "127.0.0.1:8080";
@@ -32,6 +36,8 @@ const KNOWN_FILE_KEYS: &[&str] = &[
     "redis_url",
     "listen",
     "data_dir",
+    "metrics_listen",
+    "log_format",
     // gateway::GatewayConfig
     "jwt_secret",
     "dev_mode",
@@ -150,6 +156,7 @@ impl NatterConfig {
         if !port_is_valid {
             bail!("{LISTEN} must be host:port, such as 127.0.0.1:8080, not {listen:?}");
         }
+        self.log_format_is_json()?;
         Ok(())
     }
 
@@ -194,6 +201,18 @@ impl NatterConfig {
 
     pub fn listen_address(&self) -> &str {
         self.get(LISTEN).unwrap_or(DEFAULT_LISTEN_ADDRESS)
+    }
+
+    pub fn metrics_listen_address(&self) -> Option<&str> {
+        self.get(METRICS_LISTEN)
+    }
+
+    pub fn log_format_is_json(&self) -> anyhow::Result<bool> {
+        match self.get(LOG_FORMAT) {
+            None | Some("text") => Ok(false),
+            Some("json") => Ok(true),
+            Some(other) => bail!("{LOG_FORMAT} must be text or json, not {other:?}"),
+        }
     }
 
     /// Where `natter run` keeps the local servers' data and the dev secret; relative to the working directory.
@@ -368,6 +387,16 @@ mod tests {
             None,
             &[("NATTER_NATS_URL", " , ")],
             Err("NATTER_NATS_URL names no server"),
+        );
+        check(
+            None,
+            &[("NATTER_LOG_FORMAT", "yaml")],
+            Err("NATTER_LOG_FORMAT must be text or json"),
+        );
+        check(
+            Some("log_format = \"json\"\nmetrics_listen = \"127.0.0.1:9100\""),
+            &[],
+            Ok(&["NATTER_LOG_FORMAT=json", "NATTER_METRICS_LISTEN=127.0.0.1:9100"]),
         );
         check(
             None,

@@ -20,12 +20,17 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Logs go to stderr: stdout carries the `run` banner and the bare `token` output.
 /// Tantivy logs every commit and merge at info (several lines a second); by default only its warnings show.
-pub fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tantivy=warn".into()))
-        .init();
+/// With `NATTER_LOG_FORMAT=json` each line is one JSON object carrying its spans' fields, such as
+/// the `request_id` a gateway connection or HTTP send hands on to the workers in a NATS header.
+pub fn init_tracing(config: &config::NatterConfig) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,tantivy=warn".into());
+    let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+    if config.log_format_is_json()? {
+        builder.json().with_current_span(true).with_span_list(true).init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+    Ok(())
 }
 
 /// Which single role a `natter-*` binary runs.
@@ -41,7 +46,7 @@ pub enum Role {
 /// The whole life of a single-role binary: config from `NATTER_CONFIG` and the environment, tracing, signals, the role.
 pub async fn run_single_role(role: Role) -> anyhow::Result<()> {
     let config = config::NatterConfig::load(None, &config::process_environment()?)?;
-    init_tracing();
+    init_tracing(&config)?;
     let shutdown = CancellationToken::new();
     let signal_task = shutdown_signal::cancel_on_shutdown_signal(shutdown.clone())?;
     let outcome = match role {

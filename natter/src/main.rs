@@ -53,7 +53,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = NatterConfig::load(cli.config.as_deref(), &config::process_environment()?)?;
-    natter::init_tracing();
+    natter::init_tracing(&config)?;
 
     let shutdown = CancellationToken::new();
     let signal_task = shutdown_signal::cancel_on_shutdown_signal(shutdown.clone())?;

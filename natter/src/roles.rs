@@ -37,26 +37,60 @@ pub async fn run_gateway(config: &NatterConfig, shutdown: CancellationToken) -> 
 pub async fn run_fanout(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let fanout_config = fanout::FanoutConfig::from_environment(config.environment())?;
     let nats = connect_nats(config, "natter-fanout").await?;
-    fanout::run(fanout_config, nats, shutdown).await
+    let readiness = fanout::readiness(nats.clone(), fanout_config.redis_url.as_deref())?;
+    let operations = serve_worker_operations(config, readiness, &shutdown).await?;
+    with_operations(fanout::run(fanout_config, nats, shutdown.clone()), operations, shutdown).await
 }
 
 /// `natter media`: the same as the `natter-media` binary, with the config file honoured too.
 pub async fn run_media(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let media_config = media::MediaWorkerConfig::from_environment(config.environment())?;
     let nats = connect_nats(config, "natter-media").await?;
-    media::run(media_config, nats, shutdown).await
+    let operations = serve_worker_operations(config, media::readiness(nats.clone()), &shutdown).await?;
+    with_operations(media::run(media_config, nats, shutdown.clone()), operations, shutdown).await
 }
 
 /// `natter push`: the same as the `natter-push` binary, with the config file honoured too.
 pub async fn run_push(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let push_config = push::PushWorkerConfig::from_environment(config.environment())?;
     let nats = connect_nats(config, "natter-push").await?;
-    push::run(push_config, nats, shutdown).await
+    let operations = serve_worker_operations(config, push::readiness(nats.clone()), &shutdown).await?;
+    with_operations(push::run(push_config, nats, shutdown.clone()), operations, shutdown).await
 }
 
 /// `natter indexer`: the same as the `natter-indexer` binary, with the config file honoured too.
 pub async fn run_indexer(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let indexer_config = indexer::IndexerConfig::from_environment(config.environment())?;
     let nats = connect_nats(config, "natter-indexer").await?;
-    indexer::run(indexer_config, nats, shutdown).await
+    let operations = serve_worker_operations(config, indexer::readiness(nats.clone()), &shutdown).await?;
+    with_operations(indexer::run(indexer_config, nats, shutdown.clone()), operations, shutdown).await
+}
+
+/// A worker's `/metrics` `/healthz` `/readyz` on `NATTER_METRICS_LISTEN`, bound before the role starts so a bad address fails fast.
+async fn serve_worker_operations(
+    config: &NatterConfig,
+    readiness: telemetry::Readiness,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let Some(address) = config.metrics_listen_address() else { return Ok(None) };
+    let listener = TcpListener::bind(address).await.with_context(|| format!("failed to listen on {address} ({})", crate::config::METRICS_LISTEN))?;
+    Ok(Some(tokio::spawn(telemetry::serve_operations(listener, readiness, shutdown.clone()))))
+}
+
+/// Runs the role; whichever way it ends, the operations server is stopped and waited for.
+async fn with_operations(
+    role: impl std::future::Future<Output = anyhow::Result<()>>,
+    operations: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let outcome = role.await;
+    if let Some(operations) = operations {
+        shutdown.cancel();
+        match operations.await {
+            Ok(Err(error)) => tracing::warn!(error = %format!("{error:#}"), "operations server failed"),
+            Err(join_error) => tracing::warn!(%join_error, "operations server panicked"),
+            Ok(Ok(())) => {}
+        }
+    }
+    outcome
 }

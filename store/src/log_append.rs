@@ -30,6 +30,8 @@ pub struct AppendRequest {
     pub sender: Id,
     pub sender_device: Id,
     pub body: Body,
+    /// The gateway request or connection id, carried to the workers in [`subjects::HEADER_REQUEST_ID`].
+    pub request_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -103,17 +105,26 @@ impl MessageLog {
                 body: request.body.clone(),
             };
             let envelope = schemas::encode_stored_message(&StoredMessage { message: message.clone(), prev_stream_seq: tail.stream_seq });
-            let publish = PublishMessage::build()
+            let mut publish = PublishMessage::build()
                 .payload(envelope.into())
                 .message_id(subjects::publish_dedupe_id(&request.conversation, &request.client_msg_id))
                 .expected_last_subject_sequence(tail.stream_seq);
+            if let Some(request_id) = &request.request_id {
+                publish = publish.header(subjects::HEADER_REQUEST_ID, request_id.as_str());
+            }
+            let publish_started = Instant::now();
             let ack_future = self
                 .storage
                 .jetstream
                 .send_publish(subjects::message_subject(&request.conversation), publish)
                 .await
                 .map_err(|error| from_nats("failed to publish message", error))?;
-            match ack_future.await {
+            let acked = ack_future.await;
+            if acked.is_ok() || matches!(&acked, Err(error) if error.kind() == PublishErrorKind::WrongLastSequence) {
+                // Conflicts are answers from the stream leader too; timeouts and broken connections are not latencies.
+                telemetry::store_metrics().publish_ack_latency_seconds.observe(publish_started.elapsed().as_secs_f64());
+            }
+            match acked {
                 Ok(ack) if ack.duplicate => {
                     drop(tail_guard);
                     let original = self.reader.get_by_stream_seq(ack.sequence).await?;

@@ -145,10 +145,14 @@ impl PushStorage {
     }
 
     /// Queues a job and waits for JetStream to hold it. A redelivered log entry publishes the same
-    /// `Nats-Msg-Id`, so a fanout retry does not queue the job twice.
-    pub async fn enqueue(&self, job: &PushJob, user: &Id, device: &Id, conversation: &Id) -> Result<(), StoreError> {
+    /// `Nats-Msg-Id`, so a fanout retry does not queue the job twice. `request_id` names the send
+    /// that began the burst, for the push worker's log lines.
+    pub async fn enqueue(&self, job: &PushJob, user: &Id, device: &Id, conversation: &Id, request_id: Option<&str>) -> Result<(), StoreError> {
         let mut headers = HeaderMap::new();
         headers.insert("Nats-Msg-Id", format!("push:{user}:{device}:{conversation}:{}", job.seq).as_str());
+        if let Some(request_id) = request_id {
+            headers.insert(subjects::HEADER_REQUEST_ID, request_id);
+        }
         self.jetstream
             .publish_with_headers(subjects::push_job_subject(user, device, conversation), headers, job.to_bytes().into())
             .await

@@ -32,6 +32,10 @@ pub const HEADER_SEQ: &str = "Natter-Seq";
 pub const HEADER_STREAM_SEQ: &str = "Natter-Stream-Seq";
 /// Header on deliveries carrying the message's sender, so gateways know whom a delivered receipt concerns.
 pub const HEADER_SENDER: &str = "Natter-Sender";
+/// Header on deliveries carrying the message's `sent_at` in Unix microseconds, so gateways time delivery without parsing the body.
+pub const HEADER_SENT_AT_MICROS: &str = "Natter-Sent-At-Micros";
+/// Header on log appends (and the deliveries and push jobs made from them) naming the gateway request or connection that caused them, for log correlation.
+pub const HEADER_REQUEST_ID: &str = "Natter-Request-Id";
 
 const MESSAGE_SUBJECT_PREFIX: &str = "msg.";
 const DELIVER_SUBJECT_PREFIX: &str = "deliver.";

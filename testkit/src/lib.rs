@@ -7,11 +7,13 @@ use std::time::Duration;
 pub use devservers::{ClamdServer, NatsServer, NatsServerOptions, RedisServer, RedisServerOptions};
 
 mod api;
+mod operations;
 pub mod push_standins;
 mod system;
 mod ws_client;
 
 pub use api::Api;
+pub use operations::{declared_families, sample_value, scrape_metrics, OperationsEndpoint, WorkerRole};
 pub use system::{SystemBuilder, TestSystem};
 pub use ws_client::{SilentSocket, WsClient};
 

@@ -35,11 +35,11 @@ async fn main() -> anyhow::Result<()> {
         Command::Run => natter::run_single_role(natter::Role::Indexer).await,
         Command::Reindex => {
             let config = natter::config::NatterConfig::load(None, &natter::config::process_environment()?)?;
-            natter::init_tracing();
+            natter::init_tracing(&config)?;
             natter::indexer_commands::run_reindex(&config).await
         }
         Command::Bench { messages, queries, smoke } => {
-            natter::init_tracing();
+            natter::init_tracing(&natter::config::NatterConfig::load(None, &natter::config::process_environment()?)?)?;
             let options = if smoke { indexer::bench::BenchOptions::smoke() } else { indexer::bench::BenchOptions::full(messages, queries) };
             let report = natter::indexer_commands::run_bench(&options).await?;
             println!("{}", report.to_markdown());

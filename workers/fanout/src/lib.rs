@@ -54,6 +54,12 @@ impl FanoutConfig {
     }
 }
 
+/// What the fanout's `/readyz` checks: NATS, the log, the shared durable consumer, and the presence Redis when one is configured.
+pub fn readiness(nats: async_nats::Client, redis_url: Option<&str>) -> anyhow::Result<telemetry::Readiness> {
+    let redis = redis_url.map(presence_probe::lazy_connection).transpose()?;
+    Ok(telemetry::Readiness::new(nats).stream(subjects::MESSAGE_STREAM).consumer(subjects::MESSAGE_STREAM, subjects::FANOUT_CONSUMER).redis(redis))
+}
+
 /// Runs until `shutdown`; in-flight work that was not acked is redelivered to a sibling.
 pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
     let storage = Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage)
@@ -78,6 +84,12 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
             (None, None)
         }
     };
+    let backlog_task = tokio::spawn(telemetry::sample_consumer_backlog(
+        nats.clone(),
+        subjects::MESSAGE_STREAM.to_owned(),
+        subjects::FANOUT_CONSUMER.to_owned(),
+        shutdown.clone(),
+    ));
     tracing::info!("fanout running");
     loop {
         let next = tokio::select! {
@@ -92,23 +104,15 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
             }
             None => break,
         };
-        match fan_out(&nats, &membership, push.as_ref(), &message).await {
-            Ok(()) => {
-                if let Err(error) = message.ack().await {
-                    tracing::warn!(%error, "failed to ack; the message will be redelivered");
-                }
-            }
-            Err(FanoutError::Unreadable(reason)) => {
-                tracing::error!(%reason, subject = %message.subject, "unreadable log entry; skipped");
-                let _ = message.ack_with(AckKind::Term).await;
-            }
-            Err(FanoutError::Retry(reason)) => {
-                tracing::warn!(%reason, "fanout failed; retrying later");
-                let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
-            }
-        }
+        let request_id = message.headers.as_ref().and_then(|headers| headers.get(subjects::HEADER_REQUEST_ID)).map(|id| id.as_str().to_owned());
+        let span = tracing::info_span!("fanout", request_id = request_id.as_deref().unwrap_or(""), subject = %message.subject);
+        // Every line logged while handling the entry, acks and retries included, names the request that appended it.
+        let handling = handle_log_entry(&nats, &membership, push.as_ref(), &message, request_id.as_deref());
+        tracing::Instrument::instrument(handling, span).await;
     }
     drop(messages);
+    // Aborted, not awaited: the loop can also end without shutdown (the consumer's stream closed).
+    backlog_task.abort();
     let _ = membership_task.await;
     if let Some(task) = registered_users_task {
         let _ = task.await;
@@ -116,6 +120,31 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
     nats.flush().await.context("failed to flush NATS")?;
     tracing::info!("fanout stopped");
     Ok(())
+}
+
+/// Fans one log entry out, then acks it, terminates it (unreadable) or naks it for a later retry.
+async fn handle_log_entry(
+    nats: &async_nats::Client,
+    membership: &MembershipCache,
+    push: Option<&push_enqueue::PushEnqueuer>,
+    message: &async_nats::jetstream::Message,
+    request_id: Option<&str>,
+) {
+    match fan_out(nats, membership, push, message, request_id).await {
+        Ok(()) => {
+            if let Err(error) = message.ack().await {
+                tracing::warn!(%error, "failed to ack; the message will be redelivered");
+            }
+        }
+        Err(FanoutError::Unreadable(reason)) => {
+            tracing::error!(%reason, subject = %message.subject, "unreadable log entry; skipped");
+            let _ = message.ack_with(AckKind::Term).await;
+        }
+        Err(FanoutError::Retry(reason)) => {
+            tracing::warn!(%reason, "fanout failed; retrying later");
+            let _ = message.ack_with(AckKind::Nak(Some(RETRY_DELAY))).await;
+        }
+    }
 }
 
 enum FanoutError {
@@ -128,6 +157,7 @@ async fn fan_out(
     membership: &MembershipCache,
     push: Option<&push_enqueue::PushEnqueuer>,
     message: &async_nats::jetstream::Message,
+    request_id: Option<&str>,
 ) -> Result<(), FanoutError> {
     let stored = schemas::decode_stored_message(&message.payload).map_err(|error| FanoutError::Unreadable(error.to_string()))?;
     let conversation = Id::parse(&stored.message.conversation_id).map_err(|error| FanoutError::Unreadable(error.to_string()))?;
@@ -138,6 +168,11 @@ async fn fan_out(
     headers.insert(subjects::HEADER_SEQ, stored.message.seq.to_string().as_str());
     headers.insert(subjects::HEADER_STREAM_SEQ, stream_seq.to_string().as_str());
     headers.insert(subjects::HEADER_SENDER, stored.message.sender.as_str());
+    if let Some(request_id) = request_id {
+        headers.insert(subjects::HEADER_REQUEST_ID, request_id);
+    }
+    let sent_at_micros = stored.message.sent_at.unix_timestamp_nanos() / 1_000;
+    headers.insert(subjects::HEADER_SENT_AT_MICROS, sent_at_micros.to_string().as_str());
     // Pushes go after the deliveries, so connected devices never wait for them.
     let push_message = push.map(|_| stored.message.clone());
     let payload = bytes::Bytes::from(ServerFrame::Message { message: stored.message }.to_json());
@@ -147,7 +182,7 @@ async fn fan_out(
             .map_err(|error| FanoutError::Retry(error.to_string()))?;
     }
     if let (Some(push), Some(message)) = (push, push_message) {
-        push.enqueue_for(&message, &members).await;
+        push.enqueue_for(&message, &members, request_id).await;
     }
     Ok(())
 }

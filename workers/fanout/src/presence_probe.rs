@@ -30,16 +30,20 @@ pub struct PresenceProbe {
     script: redis::Script,
 }
 
+/// A lazy connection to the presence Redis: nothing is dialled until the first command.
+pub(crate) fn lazy_connection(url: &str) -> anyhow::Result<ConnectionManager> {
+    let client = redis::Client::open(url).with_context(|| format!("invalid NATTER_REDIS_URL {url:?}"))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(PRESENCE_READ_TIMEOUT))
+        .set_response_timeout(Some(PRESENCE_READ_TIMEOUT))
+        .set_number_of_retries(1);
+    ConnectionManager::new_lazy_with_config(client, config).context("failed to set up the redis connection")
+}
+
 impl PresenceProbe {
     /// Connects lazily, so the fanout starts (and delivers) while Redis is down.
     pub fn connect(url: &str) -> anyhow::Result<PresenceProbe> {
-        let client = redis::Client::open(url).with_context(|| format!("invalid NATTER_REDIS_URL {url:?}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(PRESENCE_READ_TIMEOUT))
-            .set_response_timeout(Some(PRESENCE_READ_TIMEOUT))
-            .set_number_of_retries(1);
-        let redis = ConnectionManager::new_lazy_with_config(client, config).context("failed to set up the redis connection")?;
-        Ok(PresenceProbe { redis, script: redis::Script::new(LIVE_CONNECTIONS_SCRIPT) })
+        Ok(PresenceProbe { redis: lazy_connection(url)?, script: redis::Script::new(LIVE_CONNECTIONS_SCRIPT) })
     }
 
     /// The users among `users` with at least one live connection, in one round trip.

@@ -28,7 +28,7 @@ pub struct PushEnqueuer {
 
 impl PushEnqueuer {
     /// Queues this message's pushes; logs and gives up on failure (see the module comment).
-    pub async fn enqueue_for(&self, message: &Message, members: &MemberSet) {
+    pub async fn enqueue_for(&self, message: &Message, members: &MemberSet, request_id: Option<&str>) {
         let (Ok(conversation), Ok(sender)) = (Id::parse(&message.conversation_id), Id::parse(&message.sender)) else {
             return;
         };
@@ -47,7 +47,7 @@ impl PushEnqueuer {
         let outcomes: Vec<_> = futures::stream::iter(offline)
             .map(|user| {
                 let conversation = &conversation;
-                async move { (self.enqueue_for_user(&user, conversation, message.seq).await, user) }
+                async move { (self.enqueue_for_user(&user, conversation, message.seq, request_id).await, user) }
             })
             .buffer_unordered(MEMBERS_IN_FLIGHT)
             .collect()
@@ -59,7 +59,7 @@ impl PushEnqueuer {
         }
     }
 
-    async fn enqueue_for_user(&self, user: &Id, conversation: &Id, seq: u64) -> Result<(), StoreError> {
+    async fn enqueue_for_user(&self, user: &Id, conversation: &Id, seq: u64, request_id: Option<&str>) -> Result<(), StoreError> {
         let registrations = self.push.registrations_of(user).await?;
         if registrations.is_empty() {
             return Ok(());
@@ -80,7 +80,7 @@ impl PushEnqueuer {
                 seq,
                 enqueued_at: now,
             };
-            if let Err(error) = self.push.enqueue(&job, user, &device, conversation).await {
+            if let Err(error) = self.push.enqueue(&job, user, &device, conversation, request_id).await {
                 // Without its job the marker would swallow every later message until it expires.
                 let _ = self.push.end_burst(user, &device, conversation).await;
                 return Err(error);

@@ -97,6 +97,11 @@ impl IndexerConfig {
     }
 }
 
+/// What an indexer's `/readyz` checks: NATS and the log (its consumer is ephemeral, recreated whenever it breaks).
+pub fn readiness(nats: async_nats::Client) -> telemetry::Readiness {
+    telemetry::Readiness::new(nats).stream(subjects::MESSAGE_STREAM)
+}
+
 /// Runs until `shutdown`: indexes the log and answers searches; what was read is committed before it returns.
 pub async fn run(config: IndexerConfig, nats: async_nats::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
@@ -106,6 +111,7 @@ pub async fn run(config: IndexerConfig, nats: async_nats::Client, shutdown: Canc
     let search_storage = SearchStorage::provision(&storage, &config.storage).await.context("failed to provision search storage")?;
     let index_dir = config.index_dir.clone();
     let opened = tokio::task::spawn_blocking(move || index_schema::open_index(&index_dir)).await.context("index opening panicked")??;
+    telemetry::indexer_metrics().indexed_stream_seq.set(i64::try_from(opened.indexed_stream_seq).unwrap_or(i64::MAX));
     let (writer, snapshot) = index_writer_thread::IndexWriterHandle::start(&opened)?;
     let index = searcher::SearchIndex { fields: opened.fields, snapshot: snapshot.clone() };
     let service_shutdown = shutdown.child_token();

@@ -25,7 +25,7 @@ pub struct CommitPolicy {
     pub max_entries: u64,
     /// How often the log's bounds are read: expired entries are removed, and lag is measured.
     pub retention_check_interval: Duration,
-    /// How often the lag is written to the log (the metric until there is a /metrics endpoint).
+    /// How often the lag is written to the log; `natter_index_lag_messages` is updated at every retention check too.
     pub lag_log_interval: Duration,
 }
 
@@ -82,8 +82,11 @@ pub async fn follow_log(
                     break 'reopen;
                 }
                 _ = sleep_until_optional(commit_due) => commit_now(writer, &mut progress).await?,
-                _ = retention_check.tick() => remove_expired(storage, writer, &mut progress).await?,
-                _ = lag_log.tick() => log_lag(storage, snapshot).await,
+                _ = retention_check.tick() => {
+                    remove_expired(storage, writer, &mut progress).await?;
+                    measure_lag(storage, snapshot, false).await;
+                }
+                _ = lag_log.tick() => measure_lag(storage, snapshot, true).await,
                 next = entries.next() => match next {
                     Some(Ok(entry)) => {
                         read_entry(writer, &mut progress, &entry).await?;
@@ -181,12 +184,18 @@ async fn remove_expired(storage: &SearchStorage, writer: &IndexWriterHandle, pro
     Ok(())
 }
 
-async fn log_lag(storage: &SearchStorage, snapshot: &SharedSnapshot) {
+/// Sets the index lag gauges, and with `log` writes the lag to the log as well.
+async fn measure_lag(storage: &SearchStorage, snapshot: &SharedSnapshot, log: bool) {
     let indexed_stream_seq = snapshot.current().indexed_stream_seq;
     match storage.log_bounds().await {
         Ok(bounds) => {
             let lag = bounds.last_seq.saturating_sub(indexed_stream_seq);
-            tracing::info!(indexed_stream_seq, stream_last_seq = bounds.last_seq, lag, "index lag");
+            let metrics = telemetry::indexer_metrics();
+            metrics.index_lag_messages.set(i64::try_from(lag).unwrap_or(i64::MAX));
+            metrics.indexed_stream_seq.set(i64::try_from(indexed_stream_seq).unwrap_or(i64::MAX));
+            if log {
+                tracing::info!(indexed_stream_seq, stream_last_seq = bounds.last_seq, lag, "index lag");
+            }
         }
         Err(error) => tracing::warn!(%error, "failed to read the log's bounds for the lag"),
     }

@@ -76,6 +76,11 @@ impl MediaWorkerConfig {
     }
 }
 
+/// What the media worker's `/readyz` checks: NATS, the job stream and the shared durable consumer.
+pub fn readiness(nats: async_nats::Client) -> telemetry::Readiness {
+    telemetry::Readiness::new(nats).stream(subjects::MEDIA_JOBS_STREAM).consumer(subjects::MEDIA_JOBS_STREAM, subjects::MEDIA_CONSUMER)
+}
+
 /// Runs until `shutdown`; a job in progress at shutdown is left unacked and redelivered.
 pub async fn run(config: MediaWorkerConfig, nats: async_nats::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
     let media = MediaStorage::provision(nats.clone(), &config.storage).await.context("failed to provision media storage")?;
@@ -88,6 +93,12 @@ pub async fn run(config: MediaWorkerConfig, nats: async_nats::Client, shutdown: 
         scanner: Scanner { address: config.clamd_address.clone(), timeout: config.scan_timeout },
         image_limits: config.image_limits.clone(),
     };
+    let backlog_task = tokio::spawn(telemetry::sample_consumer_backlog(
+        nats.clone(),
+        subjects::MEDIA_JOBS_STREAM.to_owned(),
+        subjects::MEDIA_CONSUMER.to_owned(),
+        shutdown.clone(),
+    ));
     tracing::info!(clamd = %config.clamd_address, "media worker running");
     loop {
         let next = tokio::select! {
@@ -137,6 +148,8 @@ pub async fn run(config: MediaWorkerConfig, nats: async_nats::Client, shutdown: 
         }
     }
     drop(messages);
+    // Aborted, not awaited: the loop can also end without shutdown (the consumer's stream closed).
+    backlog_task.abort();
     nats.flush().await.context("failed to flush NATS")?;
     tracing::info!("media worker stopped");
     Ok(())

@@ -10,7 +10,7 @@ use subjects::Id;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::PushMetrics;
+use crate::metrics::{PushMetrics, PushOutcome};
 use crate::providers::{Delivery, Providers, SendOutcome};
 use crate::retry::backoff_delay;
 
@@ -121,13 +121,12 @@ impl JobRunner {
         let delivery = Delivery { registration: &registration.record, notification: &notification, collapse_key: conversation.as_str() };
         match sender.send(&delivery).await {
             SendOutcome::Delivered => {
-                PushMetrics::count(&self.metrics.provider(provider).sent);
+                self.metrics.record(provider, PushOutcome::Sent);
                 Ok(())
             }
             SendOutcome::InvalidToken(reason) => {
-                let counters = self.metrics.provider(provider);
-                PushMetrics::count(&counters.failed);
-                PushMetrics::count(&counters.invalid_tokens);
+                self.metrics.record(provider, PushOutcome::Failed);
+                self.metrics.record(provider, PushOutcome::InvalidToken);
                 tracing::info!(%user, %device, %reason, "provider says the token is invalid; registration removed");
                 self.push.forget_invalid_registration(&user, &device, registration.revision).await.map_err(storage_failure)?;
                 Ok(())
@@ -137,16 +136,15 @@ impl JobRunner {
     }
 
     async fn after_failure(&self, job: &PushJob, attempt: u64, failure: Failure) -> Verdict {
-        let counters = failure.provider.map(|provider| self.metrics.provider(provider));
-        if let Some(counters) = counters {
-            PushMetrics::count(&counters.failed);
+        if let Some(provider) = failure.provider {
+            self.metrics.record(provider, PushOutcome::Failed);
         }
         let reason = match failure.outcome {
             SendOutcome::Retry { reason, retry_after } if attempt < self.max_attempts => {
                 let delay = retry_after.unwrap_or_else(|| backoff_delay(attempt, self.backoff_base, self.backoff_max));
                 tracing::info!(%reason, attempt, ?delay, user = %job.user, device = %job.device, "push failed; retrying");
-                if let Some(counters) = counters {
-                    PushMetrics::count(&counters.retried);
+                if let Some(provider) = failure.provider {
+                    self.metrics.record(provider, PushOutcome::Retried);
                 }
                 return Verdict::RetryAfter(delay);
             }
@@ -158,8 +156,8 @@ impl JobRunner {
         match self.push.dead_letter(job, provider_name, &reason).await {
             Ok(()) => {
                 tracing::warn!(%reason, user = %job.user, device = %job.device, conversation = %job.conversation_id, "push dead-lettered");
-                if let Some(counters) = counters {
-                    PushMetrics::count(&counters.dead_lettered);
+                if let Some(provider) = failure.provider {
+                    self.metrics.record(provider, PushOutcome::DeadLettered);
                 }
                 Verdict::Done
             }

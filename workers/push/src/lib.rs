@@ -22,11 +22,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use config::PushWorkerConfig;
-pub use metrics::{ProviderCounters, ProviderMetricsSnapshot, PushMetrics};
+pub use metrics::{ProviderCounters, ProviderMetricsSnapshot, PushMetrics, PushOutcome};
 pub use retry::{backoff_delay, parse_retry_after};
 
 /// How long jobs in progress get to finish after shutdown begins; the rest are redelivered.
 const STOP_DEADLINE: Duration = Duration::from_secs(10);
+
+/// What the push worker's `/readyz` checks: NATS, the job stream and the shared durable consumer.
+pub fn readiness(nats: async_nats::Client) -> telemetry::Readiness {
+    telemetry::Readiness::new(nats).stream(subjects::PUSH_STREAM).consumer(subjects::PUSH_STREAM, subjects::PUSH_CONSUMER)
+}
 
 /// Runs until `shutdown` with its own metrics.
 pub async fn run(config: PushWorkerConfig, nats: async_nats::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
@@ -36,6 +41,8 @@ pub async fn run(config: PushWorkerConfig, nats: async_nats::Client, shutdown: C
 /// Runs until `shutdown`, counting into `metrics` (which the caller may export).
 pub async fn run_with_metrics(config: PushWorkerConfig, nats: async_nats::Client, shutdown: CancellationToken, metrics: Arc<PushMetrics>) -> anyhow::Result<()> {
     config.validate()?;
+    // Declared up front, so the first scrape lists every provider's outcomes at zero.
+    PushMetrics::declare_series();
     let storage = Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage)
         .await
         .context("failed to provision streams and buckets")?;
@@ -64,6 +71,12 @@ pub async fn run_with_metrics(config: PushWorkerConfig, nats: async_nats::Client
         backoff_base: config.backoff_base,
         backoff_max: config.backoff_max,
     });
+    let backlog_task = tokio::spawn(telemetry::sample_consumer_backlog(
+        nats.clone(),
+        subjects::PUSH_STREAM.to_owned(),
+        subjects::PUSH_CONSUMER.to_owned(),
+        shutdown.clone(),
+    ));
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let jobs = TaskTracker::new();
     tracing::info!(
@@ -92,12 +105,20 @@ pub async fn run_with_metrics(config: PushWorkerConfig, nats: async_nats::Client
         };
         let runner = runner.clone();
         let shutdown = shutdown.clone();
-        jobs.spawn(async move {
-            runner.run(message, &shutdown).await;
-            drop(slot);
-        });
+        // The send that began the burst, so this job's log lines can be found beside the gateway's and the fanout's.
+        let request_id = message.headers.as_ref().and_then(|headers| headers.get(subjects::HEADER_REQUEST_ID)).map(|id| id.as_str().to_owned());
+        let span = tracing::info_span!("push_job", request_id = request_id.as_deref().unwrap_or(""), subject = %message.subject);
+        jobs.spawn(tracing::Instrument::instrument(
+            async move {
+                runner.run(message, &shutdown).await;
+                drop(slot);
+            },
+            span,
+        ));
     }
     drop(messages);
+    // Aborted, not awaited: the loop can also end without shutdown (the consumer's stream closed).
+    backlog_task.abort();
     jobs.close();
     if tokio::time::timeout(STOP_DEADLINE, jobs.wait()).await.is_err() {
         tracing::warn!("push jobs still running at shutdown; they will be redelivered");

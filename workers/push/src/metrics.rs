@@ -19,6 +19,31 @@ pub struct ProviderCounters {
     pub invalid_tokens: AtomicU64,
 }
 
+/// What happened to one attempt or job; each bumps one counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    Sent,
+    Failed,
+    Retried,
+    DeadLettered,
+    InvalidToken,
+}
+
+impl PushOutcome {
+    const ALL: [PushOutcome; 5] = [PushOutcome::Sent, PushOutcome::Failed, PushOutcome::Retried, PushOutcome::DeadLettered, PushOutcome::InvalidToken];
+
+    /// The `outcome` label in `natter_push_outcomes_total`.
+    pub fn label(self) -> &'static str {
+        match self {
+            PushOutcome::Sent => "sent",
+            PushOutcome::Failed => "failed",
+            PushOutcome::Retried => "retried",
+            PushOutcome::DeadLettered => "dead_lettered",
+            PushOutcome::InvalidToken => "invalid_token",
+        }
+    }
+}
+
 /// A copy of one provider's counters at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProviderMetricsSnapshot {
@@ -47,8 +72,26 @@ impl PushMetrics {
         }
     }
 
-    pub fn count(counter: &AtomicU64) {
+    /// Counts one outcome here and in the process's `natter_push_outcomes_total`.
+    pub fn record(&self, provider: PushProvider, outcome: PushOutcome) {
+        let counters = self.provider(provider);
+        let counter = match outcome {
+            PushOutcome::Sent => &counters.sent,
+            PushOutcome::Failed => &counters.failed,
+            PushOutcome::Retried => &counters.retried,
+            PushOutcome::DeadLettered => &counters.dead_lettered,
+            PushOutcome::InvalidToken => &counters.invalid_tokens,
+        };
         counter.fetch_add(1, Ordering::Relaxed);
+        telemetry::push_metrics().count(provider.as_str(), outcome.label());
+    }
+
+    /// Every provider × outcome series at zero in `natter_push_outcomes_total`, before the first push.
+    pub fn declare_series() {
+        let labels: Vec<&'static str> = PushOutcome::ALL.iter().map(|outcome| outcome.label()).collect();
+        for provider in PushProvider::ALL {
+            telemetry::push_metrics().declare_provider(provider.as_str(), &labels);
+        }
     }
 
     pub fn snapshot_of(&self, provider: PushProvider) -> ProviderMetricsSnapshot {
