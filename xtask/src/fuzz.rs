@@ -53,6 +53,10 @@ pub fn run_bounded(workspace_root: &Path) -> anyhow::Result<bool> {
 fn fuzz_command(fuzz_dir: &Path) -> Command {
     let mut command = cargo_command();
     command.arg("fuzz").current_dir(fuzz_dir).env("RUSTC_BOOTSTRAP", "1");
+    if std::env::var_os("CI").is_some() {
+        // As for the test build: a fresh clone builds once, so incremental state would only take disk.
+        command.env("CARGO_INCREMENTAL", "0");
+    }
     command
 }
 

@@ -67,6 +67,10 @@ fn run_tests(workspace_root: &Path, nextest_arguments: &[String]) -> anyhow::Res
     // Hand nextest's own exit code on (it distinguishes failing tests from build errors); a signal means failure.
     let code = status.code().unwrap_or(1);
     // Only for a whole-suite run: arguments select some tests, and the fuzzers are not among them.
+    if nextest_arguments.is_empty() && std::env::var_os("CI").is_some() {
+        // A CI clone is thrown away afterwards: free the test build's disk before the fuzz build needs its own.
+        let _ = std::fs::remove_dir_all(target_dir(workspace_root).join("debug"));
+    }
     if nextest_arguments.is_empty() && !fuzz::run_bounded(workspace_root)? && code == 0 {
         return Ok(ExitCode::from(1));
     }
