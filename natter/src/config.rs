@@ -54,6 +54,23 @@ const KNOWN_FILE_KEYS: &[&str] = &[
     "duplicate_window_secs",
     // fanout::FanoutConfig
     "fanout_ack_wait_secs",
+    // gateway limits: rate limits (`<burst>/<per second>` or `off`), caps and the content policy
+    "rate_send_per_user",
+    "rate_send_per_address",
+    "rate_connect_per_user",
+    "rate_connect_per_address",
+    "rate_upload_per_user",
+    "rate_upload_per_address",
+    "max_group_members",
+    "max_conversations_per_user",
+    "max_devices_per_user",
+    "content_denylist",
+    "spam_max_conversations",
+    "spam_window_secs",
+    // TLS to NATS (crate::nats_tls)
+    "nats_tls_ca",
+    "nats_tls_cert",
+    "nats_tls_key",
     // gateway::media_settings::MediaSettings
     "media_max_bytes",
     "media_upload_url_secs",

@@ -11,8 +11,7 @@ pub async fn connect_nats(
     config: &NatterConfig,
     connection_name: &str,
 ) -> anyhow::Result<async_nats::Client> {
-    async_nats::ConnectOptions::new()
-        .name(connection_name)
+    crate::nats_tls::apply(async_nats::ConnectOptions::new().name(connection_name), config)?
         .connect(config.nats_server_addresses()?)
         .await
         .with_context(|| format!("failed to connect to NATS at {}", config.nats_urls()))
