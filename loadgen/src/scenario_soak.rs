@@ -117,12 +117,8 @@ pub async fn run_soak(target: &Target, options: &SoakOptions) -> anyhow::Result<
 
 /// Connect with `?resume=1`, sync from what is held, send one message, wait for its own echo, close.
 async fn run_cycle(target: &Target, client: usize, conversation: &str, cycle: usize, mut held: Held) -> anyhow::Result<Held> {
-    let url = target.ws_url(client % target.gateways.len(), &user_name(client), &device_name(client), true);
     tokio::time::timeout(CYCLE_TIMEOUT, async {
-        let (mut socket, _) = tokio_tungstenite::connect_async(url).await.context("connect")?;
-        let cursor = held.seqs.last().copied().unwrap_or(0);
-        let sync = ClientFrame::Sync { id: Some(serde_json::json!("s")), cursors: BTreeMap::from([(conversation.to_owned(), cursor)]) };
-        socket.send(WsMessage::text(serde_json::to_string(&sync)?)).await?;
+        let mut socket = connect_and_sync(target, client, conversation, &held).await?;
         let client_msg_id = format!("soak-{client}-{cycle}");
         let mut sent = false;
         while let Some(frame) = socket.next().await {
@@ -154,11 +150,7 @@ async fn run_cycle(target: &Target, client: usize, conversation: &str, cycle: us
 
 /// Connect, sync from what is held, read until `synced`, close.
 async fn sync_only(target: &Target, client: usize, conversation: &str, mut held: Held) -> anyhow::Result<Held> {
-    let url = target.ws_url(client % target.gateways.len(), &user_name(client), &device_name(client), true);
-    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.context("final connect")?;
-    let cursor = held.seqs.last().copied().unwrap_or(0);
-    let sync = ClientFrame::Sync { id: Some(serde_json::json!("s")), cursors: BTreeMap::from([(conversation.to_owned(), cursor)]) };
-    socket.send(WsMessage::text(serde_json::to_string(&sync)?)).await?;
+    let mut socket = connect_and_sync(target, client, conversation, &held).await.context("final connect")?;
     tokio::time::timeout(CYCLE_TIMEOUT, async {
         while let Some(frame) = socket.next().await {
             let WsMessage::Text(text) = frame? else { continue };
@@ -178,6 +170,18 @@ async fn sync_only(target: &Target, client: usize, conversation: &str, mut held:
     .context("final sync timed out")??;
     let _ = socket.close(None).await;
     Ok(held)
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Connects the client's device with `?resume=1` and asks for everything after the newest `seq` it holds.
+async fn connect_and_sync(target: &Target, client: usize, conversation: &str, held: &Held) -> anyhow::Result<Socket> {
+    let url = target.ws_url(client % target.gateways.len(), &user_name(client), &device_name(client), true);
+    let (mut socket, _) = tokio_tungstenite::connect_async(url).await.context("connect")?;
+    let cursor = held.seqs.last().copied().unwrap_or(0);
+    let sync = ClientFrame::Sync { id: Some(serde_json::json!("s")), cursors: BTreeMap::from([(conversation.to_owned(), cursor)]) };
+    socket.send(WsMessage::text(serde_json::to_string(&sync)?)).await?;
+    Ok(socket)
 }
 
 /// Samples every process once its open files stop falling (closed sockets are released asynchronously), or after the settle timeout.
