@@ -65,6 +65,15 @@ struct Held {
     duplicates: usize,
 }
 
+impl Held {
+    /// A `message` frame arrived: a `seq` already held is a duplicate on screen.
+    fn record(&mut self, seq: u64) {
+        if !self.seqs.insert(seq) {
+            self.duplicates += 1;
+        }
+    }
+}
+
 pub async fn run_soak(target: &Target, options: &SoakOptions) -> anyhow::Result<SoakReport> {
     let population = options.population;
     anyhow::ensure!(options.cycles >= 4, "a soak needs at least 4 cycles to compare its early and late quarters");
@@ -125,9 +134,7 @@ async fn run_cycle(target: &Target, client: usize, conversation: &str, cycle: us
             let WsMessage::Text(text) = frame? else { continue };
             match serde_json::from_str::<ServerFrame>(text.as_str())? {
                 ServerFrame::Message { message } if message.conversation_id == conversation => {
-                    if !held.seqs.insert(message.seq) {
-                        held.duplicates += 1;
-                    }
+                    held.record(message.seq);
                     if message.client_msg_id == client_msg_id {
                         break;
                     }
@@ -156,9 +163,7 @@ async fn sync_only(target: &Target, client: usize, conversation: &str, mut held:
             let WsMessage::Text(text) = frame? else { continue };
             match serde_json::from_str::<ServerFrame>(text.as_str())? {
                 ServerFrame::Message { message } if message.conversation_id == conversation => {
-                    if !held.seqs.insert(message.seq) {
-                        held.duplicates += 1;
-                    }
+                    held.record(message.seq);
                 }
                 ServerFrame::Synced { .. } => return anyhow::Ok(()),
                 _ => {}

@@ -6,8 +6,9 @@ use gateway::rate_limit::{ActionLimits, Bucket};
 use reqwest::StatusCode;
 use schemas::{ErrorCode, ServerFrame};
 use serde_json::json;
-use testkit::{TestSystem, WsClient};
-use tokio_tungstenite::tungstenite;
+use testkit::TestSystem;
+
+use crate::auth::websocket_status;
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -79,14 +80,7 @@ async fn connects_and_uploads_are_limited_before_any_work() -> anyhow::Result<()
         .await?;
     let _first = system.connect(0, "alice", "phone").await?;
     let _second = system.connect(0, "alice", "laptop").await?;
-    let refused = WsClient::connect(&system.ws_url(0), &system.token("alice"), Some("tablet"), false).await;
-    let status = match refused {
-        Ok(_) => None,
-        Err(error) => match error.downcast_ref::<tungstenite::Error>() {
-            Some(tungstenite::Error::Http(response)) => Some(response.status().as_u16()),
-            _ => None,
-        },
-    };
+    let status = websocket_status(&system, &system.token("alice")).await;
     assert_eq!(status, Some(429), "the third connect is refused before the upgrade");
     system.connect(0, "bob", "phone").await?;
 
@@ -126,11 +120,7 @@ async fn caps_on_group_size_conversations_per_user_and_devices_refuse_and_change
 
     let _phone = system.connect(0, "carol", "phone").await?;
     let _laptop = system.connect(0, "carol", "laptop").await?;
-    let refused = WsClient::connect(&system.ws_url(0), &system.token("carol"), Some("tablet"), false).await;
-    let status = refused.err().and_then(|error| match error.downcast_ref::<tungstenite::Error>() {
-        Some(tungstenite::Error::Http(response)) => Some(response.status().as_u16()),
-        _ => None,
-    });
+    let status = websocket_status(&system, &system.token("carol")).await;
     assert_eq!(status, Some(403), "a third device is refused before the upgrade");
     Ok(())
 }
