@@ -165,7 +165,7 @@ impl LoggedChild {
 }
 
 /// The last lines of a log file, for error messages; never fails (a missing log is itself worth saying).
-pub(crate) fn log_tail(log_path: &Path) -> String {
+pub fn log_tail(log_path: &Path) -> String {
     match std::fs::read(log_path) {
         Ok(contents) => {
             let text = String::from_utf8_lossy(&contents);

@@ -13,6 +13,7 @@ mod redis;
 pub use binaries::{
     NATS_SERVER_BIN_ENV, REDIS_SERVER_BIN_ENV, nats_server_binary, redis_server_binary,
 };
+pub use child_process::log_tail;
 pub use clamd::{CLAMD_BIN_ENV, ClamdServer, clamd_binary};
 pub use nats::{NatsServer, NatsServerOptions};
 pub use redis::{RedisServer, RedisServerOptions};

@@ -7,13 +7,21 @@ use std::time::Duration;
 pub use devservers::{ClamdServer, NatsServer, NatsServerOptions, RedisServer, RedisServerOptions};
 
 mod api;
+pub mod chaos;
+mod chaos_report;
+mod chaos_device;
 mod operations;
+mod process_system;
 pub mod push_standins;
+mod role_process;
 mod system;
 mod ws_client;
 
 pub use api::Api;
+pub use chaos_device::{ChaosDevice, ScreenLog};
 pub use operations::{declared_families, sample_value, scrape_metrics, OperationsEndpoint, WorkerRole};
+pub use process_system::{ProcessSystem, ProcessSystemBuilder};
+pub use role_process::{RoleName, RoleProcess};
 pub use system::{SystemBuilder, TestSystem};
 pub use ws_client::{SilentSocket, WsClient};
 

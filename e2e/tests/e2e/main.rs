@@ -3,14 +3,15 @@
 mod auth;
 mod authorization_matrix;
 mod bad_input;
+mod chaos;
 mod encrypted;
 mod idempotency;
 mod media;
 mod membership;
+mod messaging;
 mod operations_dashboards;
 mod operations_metrics;
 mod operations_process;
-mod messaging;
 mod ordering;
 mod presence_typing;
 mod push_delivery;
