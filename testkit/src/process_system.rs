@@ -225,7 +225,7 @@ impl ProcessSystem {
 
     /// Fails, quoting its log, if any role has exited without the test stopping it.
     pub fn ensure_all_running(&mut self) -> anyhow::Result<()> {
-        let roles = self
+        let mut roles = self
             .gateways
             .iter_mut()
             .chain(self.fanouts.iter_mut())
