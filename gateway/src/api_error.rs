@@ -20,6 +20,10 @@ impl ApiError {
     pub fn rate_limited(message: impl Into<String>, retry_after_ms: u64) -> ApiError {
         ApiError { code: ErrorCode::RateLimited, message: message.into(), retry_after_ms: Some(retry_after_ms) }
     }
+    /// `unavailable` with a hint of when to retry (an additive field, as on `rate_limited`).
+    pub fn unavailable(message: impl Into<String>, retry_after_ms: u64) -> ApiError {
+        ApiError { code: ErrorCode::Unavailable, message: message.into(), retry_after_ms: Some(retry_after_ms) }
+    }
     pub fn retry_after_ms(&self) -> Option<u64> {
         self.retry_after_ms
     }

@@ -10,6 +10,9 @@ use crate::api_error::{parse_id, ApiError};
 use crate::rate_limit::LimitedAction;
 use crate::state::AppState;
 
+/// What a send refused while NATS is unreachable suggests: about one reconnect attempt of the client library.
+const NATS_DOWN_RETRY_AFTER_MS: u64 = 250;
+
 pub async fn send_message(
     state: &AppState,
     sender: &Id,
@@ -26,6 +29,11 @@ pub async fn send_message(
         BodyError::TooLarge { .. } => ApiError::too_large(error.to_string()),
         other => ApiError::invalid(other.to_string()),
     })?;
+    if state.nats.connection_state() != async_nats::connection::State::Connected {
+        // An append now would wait out its whole timeout and leave the client guessing; the client retries
+        // with the same client_msg_id, so saying so at once costs nothing.
+        return Err(ApiError::unavailable("the message log is unreachable; retry shortly", NATS_DOWN_RETRY_AFTER_MS));
+    }
     require_member(state, &conversation, sender).await?;
     if body.ciphertext.is_none() && state.conversations.is_encrypted(&conversation).await? {
         // Refused before anything is stored: a plaintext body would sit in history, search and push previews.
