@@ -33,6 +33,8 @@ pub struct ChaosPlan {
     pub group_size: usize,
     /// Each user's first device sends one message per interval, round-robin over its conversations.
     pub send_interval: Duration,
+    /// Group `g` also has member `off{g}`, who never connects: the one who gets push notifications.
+    pub offline_member_per_group: bool,
 }
 
 impl Default for ChaosPlan {
@@ -43,6 +45,7 @@ impl Default for ChaosPlan {
             groups: 4,
             group_size: 5,
             send_interval: Duration::from_millis(100),
+            offline_member_per_group: false,
         }
     }
 }
@@ -233,9 +236,12 @@ async fn create_conversations(
 ) -> anyhow::Result<Vec<Conversation>> {
     let mut conversations = Vec::new();
     for group in 0..plan.groups {
-        let members: Vec<String> = (0..plan.group_size)
+        let mut members: Vec<String> = (0..plan.group_size)
             .map(|offset| users[(group * plan.group_size + offset) % users.len()].clone())
             .collect();
+        if plan.offline_member_per_group {
+            members.push(offline_member(group));
+        }
         let others: Vec<&str> = members[1..].iter().map(String::as_str).collect();
         let created = system
             .api(group % system.gateways.len(), &members[0])
@@ -258,6 +264,11 @@ async fn create_conversations(
         });
     }
     Ok(conversations)
+}
+
+/// The member of group `group` who never connects (with `offline_member_per_group`).
+pub fn offline_member(group: usize) -> String {
+    format!("off{group}")
 }
 
 /// Every stored message of a conversation as (seq, client_msg_id), read through gateway 0.

@@ -9,7 +9,7 @@ use subjects::Id;
 use tempfile::TempDir;
 
 use crate::role_process::{RoleName, RoleProcess};
-use crate::{Api, NatsServer, RedisServer, wait_until};
+use crate::{Api, ClamdServer, NatsServer, RedisServer, wait_until};
 
 const JWT_SECRET: &str = "natter-chaos-secret-that-is-long-enough-for-hs256";
 
@@ -21,6 +21,8 @@ pub struct ProcessSystemBuilder {
     gateways: usize,
     fanouts: usize,
     indexer: bool,
+    media: bool,
+    push: Option<Vec<(String, String)>>,
     nats_urls: Option<String>,
     environment: Vec<(String, String)>,
 }
@@ -37,6 +39,16 @@ impl ProcessSystemBuilder {
     /// Also a search indexer process (its index in the system's temp dir).
     pub fn with_indexer(mut self) -> Self {
         self.indexer = true;
+        self
+    }
+    /// Also clamd (with the repo's signatures) and a media worker process.
+    pub fn with_media(mut self) -> Self {
+        self.media = true;
+        self
+    }
+    /// Also a push worker process, configured by `environment` (`NATTER_PUSH_*`: providers and their base URLs).
+    pub fn with_push(mut self, environment: Vec<(String, String)>) -> Self {
+        self.push = Some(environment);
         self
     }
     /// Use these NATS servers (comma-separated, e.g. a cluster's) instead of starting one.
@@ -61,6 +73,10 @@ impl ProcessSystemBuilder {
             .nats_urls
             .unwrap_or_else(|| nats.as_ref().expect("started above").client_url());
         let redis = RedisServer::start(&dir.path().join("redis")).await?;
+        let clamd = match self.media {
+            true => Some(ClamdServer::start(&media_signature_dir(), &dir.path().join("clamd")).await?),
+            false => None,
+        };
         let mut environment = vec![
             ("NATTER_NATS_URL".to_owned(), nats_urls.clone()),
             ("NATTER_REDIS_URL".to_owned(), redis.url()),
@@ -86,17 +102,27 @@ impl ProcessSystemBuilder {
                 "NATTER_SEARCH_INDEX_DIR".to_owned(),
                 dir.path().join("index").display().to_string(),
             ),
+            // Short, so a killed media or push worker's job comes back within the run.
+            ("NATTER_MEDIA_ACK_WAIT_SECS".to_owned(), "3".to_owned()),
+            ("NATTER_PUSH_ACK_WAIT_SECS".to_owned(), "3".to_owned()),
             ("RUST_LOG".to_owned(), "warn".to_owned()),
         ];
+        if let Some(clamd) = &clamd {
+            environment.push(("NATTER_CLAMD_ADDRESS".to_owned(), clamd.address()));
+        }
         environment.extend(self.environment);
         let mut system = ProcessSystem {
             binary: self.binary,
             environment,
+            nats_urls,
             nats,
             redis,
+            clamd: clamd,
             gateways: Vec::new(),
             fanouts: Vec::new(),
             indexer: None,
+            media: None,
+            push: None,
             authenticator: gateway::Authenticator::new(
                 &gateway::GatewayConfig::for_development(JWT_SECRET).jwt,
             ),
@@ -105,18 +131,24 @@ impl ProcessSystemBuilder {
         };
         for number in 0..self.gateways {
             let listen = free_address()?;
-            let process = system.start_role(RoleName::Gateway, number, Some(listen))?;
+            let process = system.start_role(RoleName::Gateway, number, Some(listen), Vec::new())?;
             system.gateways.push(process);
         }
         for number in 0..self.gateways {
             system.wait_gateway_ready(number).await?;
         }
         for number in 0..self.fanouts {
-            let process = system.start_role(RoleName::Fanout, number, None)?;
+            let process = system.start_role(RoleName::Fanout, number, None, Vec::new())?;
             system.fanouts.push(process);
         }
         if self.indexer {
-            system.indexer = Some(system.start_role(RoleName::Indexer, 0, None)?);
+            system.indexer = Some(system.start_role(RoleName::Indexer, 0, None, Vec::new())?);
+        }
+        if system.clamd.is_some() {
+            system.media = Some(system.start_role(RoleName::Media, 0, None, Vec::new())?);
+        }
+        if let Some(push_environment) = self.push {
+            system.push = Some(system.start_role(RoleName::Push, 0, None, push_environment)?);
         }
         Ok(system)
     }
@@ -125,12 +157,16 @@ impl ProcessSystemBuilder {
 pub struct ProcessSystem {
     binary: PathBuf,
     environment: Vec<(String, String)>,
+    nats_urls: String,
     /// None when the system runs against servers the test started (a cluster).
     pub nats: Option<NatsServer>,
     pub redis: RedisServer,
+    clamd: Option<ClamdServer>,
     pub gateways: Vec<RoleProcess>,
     pub fanouts: Vec<RoleProcess>,
     pub indexer: Option<RoleProcess>,
+    pub media: Option<RoleProcess>,
+    pub push: Option<RoleProcess>,
     authenticator: gateway::Authenticator,
     http: reqwest::Client,
     dir: TempDir,
@@ -144,6 +180,8 @@ impl ProcessSystem {
             gateways: 2,
             fanouts: 1,
             indexer: false,
+            media: false,
+            push: None,
             nats_urls: None,
             environment: Vec::new(),
         }
@@ -154,6 +192,7 @@ impl ProcessSystem {
         role: RoleName,
         number: usize,
         listen: Option<SocketAddr>,
+        extra_environment: Vec<(String, String)>,
     ) -> anyhow::Result<RoleProcess> {
         let log_path = self
             .dir
@@ -168,6 +207,7 @@ impl ProcessSystem {
                 .display()
                 .to_string(),
         ));
+        environment.extend(extra_environment);
         RoleProcess::start(&self.binary, role, environment, log_path, listen)
     }
 
@@ -191,6 +231,11 @@ impl ProcessSystem {
         .await;
         ready
             .map_err(|error| anyhow::anyhow!("{error}; log:\n{}", self.gateways[number].log_tail()))
+    }
+
+    /// What the roles were given as `NATTER_NATS_URL`.
+    pub fn nats_urls(&self) -> &str {
+        &self.nats_urls
     }
 
     pub fn http_url(&self, gateway: usize) -> String {
@@ -229,9 +274,15 @@ impl ProcessSystem {
             .gateways
             .iter_mut()
             .chain(self.fanouts.iter_mut())
-            .chain(self.indexer.iter_mut());
+            .chain(self.indexer.iter_mut())
+            .chain(self.media.iter_mut())
+            .chain(self.push.iter_mut());
         roles.try_for_each(RoleProcess::ensure_running)
     }
+}
+
+fn media_signature_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("media-signatures")
 }
 
 /// A port nobody listens on now; the gateway binds it (and binds it again after a restart).

@@ -1,10 +1,13 @@
-//! Chaos with accounting on a single NATS node: gateways, fanouts and the indexer SIGKILLed mid-run, nats-server killed and restarted from its store, and a rolling restart of every gateway; every acked message must reach every member device once, in order.
+//! Chaos with accounting on a single NATS node: gateways and every worker type (fanout, indexer, media, push) SIGKILLed mid-run, nats-server killed and restarted from its store, and a rolling restart of every gateway; every acked message must reach every member device once, in order.
 
 use std::time::Duration;
 
-use serde_json::Value;
-use testkit::chaos::{Chaos, ChaosPlan, ChaosReport, search_token};
-use testkit::{ProcessSystem, wait_until};
+use futures::FutureExt;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use testkit::chaos::{offline_member, search_token, Chaos, ChaosPlan, ChaosReport};
+use testkit::push_standins::{self, WebPushSubscriber};
+use testkit::{wait_until, Api, ProcessSystem};
 
 const ROLE_BINARY: &str = env!("CARGO_BIN_EXE_role_process");
 /// Patience for a phase of the run on a busy 2-core machine; a healthy phase takes a second or two.
@@ -193,5 +196,88 @@ async fn chaos_nats_server_killed_and_restarted_from_its_store_loses_nothing() -
         report.longest_send_failure > Duration::ZERO,
         "sends failed during the outage: {report}"
     );
+    Ok(())
+}
+
+/// Grants and uploads a small text file as `api`'s user; returns the media id.
+async fn upload_note(api: &Api, text: &str) -> anyhow::Result<String> {
+    let (status, grant) = api.post("/v1/media", json!({"content_type": "text/plain", "size": text.len()})).await?;
+    anyhow::ensure!(status == StatusCode::CREATED, "grant: {status} {grant}");
+    let upload_url = grant["upload_url"].as_str().expect("grants carry an upload_url");
+    let response = reqwest::Client::new().put(upload_url).body(text.to_owned()).send().await?;
+    anyhow::ensure!(response.status() == StatusCode::CREATED, "upload: {}", response.status());
+    Ok(grant["media_id"].as_str().expect("grants carry a media_id").to_owned())
+}
+
+async fn media_status(api: &Api, media_id: &str) -> Option<String> {
+    let (status, body) = api.get(&format!("/v1/media/{media_id}")).await.ok()?;
+    status.is_success().then(|| body["status"].as_str().unwrap_or_default().to_owned())
+}
+
+async fn stream_messages(jetstream: &async_nats::jetstream::Context, stream: &str) -> Option<u64> {
+    Some(jetstream.get_stream(stream).await.ok()?.info().await.ok()?.state.messages)
+}
+
+#[tokio::test]
+async fn chaos_media_and_push_workers_killed_mid_run_finish_every_job() -> anyhow::Result<()> {
+    let webpush = push_standins::start_webpush().await?;
+    let vapid_key = concat!(env!("CARGO_MANIFEST_DIR"), "/../testkit/fixtures/push/vapid.key.pem");
+    let push_environment = [
+        ("NATTER_PUSH_VAPID_KEY_FILE", vapid_key),
+        ("NATTER_PUSH_VAPID_SUBJECT", "mailto:ops@natter.test"),
+        ("NATTER_PUSH_WEBPUSH_ALLOW_HTTP", "true"),
+        ("NATTER_PUSH_BACKOFF_BASE_MILLIS", "50"),
+    ];
+    let push_environment = push_environment.iter().map(|(key, value)| (key.to_string(), value.to_string())).collect();
+    let mut system = ProcessSystem::builder(ROLE_BINARY).gateways(2).with_media().with_push(push_environment).start().await?;
+    let plan = ChaosPlan { offline_member_per_group: true, ..ChaosPlan::default() };
+    for group in 0..plan.groups {
+        let user = offline_member(group);
+        let subscriber = WebPushSubscriber::new(group as u8 + 1);
+        let endpoint = format!("{}/push/{user}", webpush.base_url);
+        let (status, body) = system.api(0, &user).post("/v1/devices/phone/push", json!({"provider": "webpush", "subscription": subscriber.subscription_json(&endpoint)})).await?;
+        anyhow::ensure!(status == StatusCode::NO_CONTENT, "register {user}: {status} {body}");
+    }
+    let uploader = system.api(1, "u0");
+    let chaos = Chaos::start(&system, plan.clone()).await?;
+    chaos.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE).await?;
+
+    // Both workers die; uploads and notifications queue up behind them while the chat goes on.
+    system.media.as_mut().expect("started with media").kill().await;
+    system.push.as_mut().expect("started with push").kill().await;
+    let mut uploads = Vec::new();
+    for number in 0..5 {
+        uploads.push(upload_note(&uploader, &format!("note {number} written while the media worker was dead")).await?);
+    }
+    chaos.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE).await?;
+    let pushes_before_restart = webpush.requests().len();
+    system.media.as_mut().expect("started with media").restart()?;
+    system.push.as_mut().expect("started with push").restart()?;
+
+    // Killed again with work in flight: the next uploads land while it restarts.
+    let first = uploads[0].clone();
+    wait_until("the restarted media worker finishes a job", PHASE_DEADLINE, || media_status(&uploader, &first).map(|status| status.as_deref() == Some("ready"))).await?;
+    system.media.as_mut().expect("started with media").kill().await;
+    for number in 0..3 {
+        uploads.push(upload_note(&uploader, &format!("note {number} written around the second crash")).await?);
+    }
+    system.media.as_mut().expect("started with media").restart()?;
+    chaos.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE).await?;
+    finish(chaos, "media and push workers SIGKILLed with jobs queued, then restarted", &mut system).await?;
+
+    for media_id in &uploads {
+        wait_until(&format!("upload {media_id} is scanned and ready"), PHASE_DEADLINE, || media_status(&uploader, media_id).map(|status| status.as_deref() == Some("ready"))).await?;
+    }
+    let jetstream = async_nats::jetstream::new(async_nats::connect(system.nats_urls()).await?);
+    wait_until("every push job is done", PHASE_DEADLINE, || stream_messages(&jetstream, subjects::PUSH_STREAM).map(|messages| messages == Some(0))).await?;
+    let dead_letters = stream_messages(&jetstream, subjects::PUSH_DEAD_LETTER_STREAM).await.unwrap_or(0);
+    let requests = webpush.requests();
+    for group in 0..plan.groups {
+        let path = format!("/push/{}", offline_member(group));
+        let after_restart = requests[pushes_before_restart..].iter().filter(|request| request.path == path).count();
+        assert!(after_restart > 0, "{path} was notified of what was queued while the push worker was dead");
+    }
+    println!("workers: {} uploads, all ready; {} web pushes ({} after the push worker's restart), {dead_letters} dead letters, push queue empty", uploads.len(), requests.len(), requests.len() - pushes_before_restart);
+    assert_eq!(dead_letters, 0, "no push job was given up on");
     Ok(())
 }
