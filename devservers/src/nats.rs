@@ -26,12 +26,38 @@ pub struct NatsServerOptions {
     pub config_file: Option<PathBuf>,
     /// Own process group, so a terminal Ctrl-C reaches only the parent (see the launcher); tests leave it off.
     pub separate_process_group: bool,
+    /// Serve monitoring (`/healthz`, `/routez`, `/jsz`) on 127.0.0.1, on a free port kept across restarts.
+    pub monitoring: bool,
+    /// Be one node of a cluster; see [`RouteOptions`].
+    pub routes: Option<RouteOptions>,
+}
+
+/// A cluster node's routes: it listens for them on a free 127.0.0.1 port, kept across restarts.
+#[derive(Debug, Clone, Default)]
+pub struct RouteOptions {
+    /// `nats-route://host:port` of the other nodes, solicited (and retried) for as long as the server runs.
+    pub routes: Vec<String>,
+    /// `host:port` this node tells the others to reach it at (gossip), instead of its route listener.
+    pub cluster_advertise: Option<String>,
+    /// Keep the other nodes' addresses out of the `INFO` sent to clients (`--no_advertise`), so clients
+    /// use only the URLs they were given.
+    pub no_advertise_to_clients: bool,
+}
+
+/// The ports a server bound, from its ports file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct BoundPorts {
+    client: u16,
+    monitoring: Option<u16>,
+    cluster: Option<u16>,
 }
 
 /// A running `nats-server` child process listening on 127.0.0.1.
 pub struct NatsServer {
     process: LoggedChild,
     port: u16,
+    monitoring_port: Option<u16>,
+    cluster_port: Option<u16>,
     store_dir: PathBuf,
     options: NatsServerOptions,
 }
@@ -59,12 +85,19 @@ impl NatsServer {
         options: NatsServerOptions,
     ) -> anyhow::Result<NatsServer> {
         let store_dir = prepare_data_dir(store_dir)?;
-        let (process, port) =
-            spawn_and_wait_until_ready(&store_dir, &options, options.port).await?;
+        let requested = RequestedPorts {
+            client: options.port,
+            monitoring: None,
+            cluster: None,
+        };
+        let (process, ports) = spawn_and_wait_until_ready(&store_dir, &options, requested).await?;
+        let port = ports.client;
         tracing::debug!(port, pid = process.pid, store_dir = %store_dir.display(), "nats-server started");
         Ok(NatsServer {
             process,
             port,
+            monitoring_port: ports.monitoring,
+            cluster_port: ports.cluster,
             store_dir,
             options,
         })
@@ -77,6 +110,16 @@ impl NatsServer {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The monitoring port, if [`NatsServerOptions::monitoring`] was asked for.
+    pub fn monitoring_port(&self) -> Option<u16> {
+        self.monitoring_port
+    }
+
+    /// The port this node listens on for routes, if it is a cluster node.
+    pub fn cluster_port(&self) -> Option<u16> {
+        self.cluster_port
     }
 
     /// The pid of the current (or, after `kill`/`stop`, the last) server process.
@@ -98,14 +141,23 @@ impl NatsServer {
         self.process.kill().await;
     }
 
-    /// Starts the server again on the same port and store dir, stopping it first if it is still running.
+    /// Starts the server again on the same ports and store dir, stopping it first if it is still running.
     pub async fn restart(&mut self) -> anyhow::Result<()> {
         self.process.stop().await;
-        let (process, port) =
-            spawn_and_wait_until_ready(&self.store_dir, &self.options, Some(self.port))
+        let requested = RequestedPorts {
+            client: Some(self.port),
+            monitoring: self.monitoring_port,
+            cluster: self.cluster_port,
+        };
+        let (process, ports) =
+            spawn_and_wait_until_ready(&self.store_dir, &self.options, requested)
                 .await
                 .with_context(|| format!("failed to restart nats-server on port {}", self.port))?;
-        tracing::debug!(port, pid = process.pid, "nats-server restarted");
+        tracing::debug!(
+            port = ports.client,
+            pid = process.pid,
+            "nats-server restarted"
+        );
         self.process = process;
         Ok(())
     }
@@ -122,11 +174,23 @@ impl Drop for NatsServer {
     }
 }
 
+/// Ports to bind; `None` lets the server choose (a restart asks for the ones it had).
+struct RequestedPorts {
+    client: Option<u16>,
+    monitoring: Option<u16>,
+    cluster: Option<u16>,
+}
+
+fn port_argument(port: Option<u16>) -> String {
+    port.map_or_else(|| "-1".to_string(), |port| port.to_string())
+}
+
 async fn spawn_and_wait_until_ready(
     store_dir: &Path,
     options: &NatsServerOptions,
-    port: Option<u16>,
-) -> anyhow::Result<(LoggedChild, u16)> {
+    requested: RequestedPorts,
+) -> anyhow::Result<(LoggedChild, BoundPorts)> {
+    let port = requested.client;
     let binary = nats_server_binary()?;
     remove_stale_ports_files(store_dir)?;
 
@@ -134,33 +198,50 @@ async fn spawn_and_wait_until_ready(
     if let Some(config_file) = &options.config_file {
         args.extend(["-c".into(), config_file.into()]);
     }
-    let port_argument = port.map_or_else(|| "-1".to_string(), |port| port.to_string());
     args.extend([
         "-js".into(),
         "-a".into(),
         "127.0.0.1".into(),
         "-p".into(),
-        port_argument.into(),
+        port_argument(port).into(),
         "-sd".into(),
         store_dir.into(),
         // The server writes the ports it actually bound here once its listeners are up.
         "--ports_file_dir".into(),
         store_dir.into(),
     ]);
+    if options.monitoring {
+        // Without an `http` host in the config file, monitoring binds the `-a` address.
+        args.extend(["-m".into(), port_argument(requested.monitoring).into()]);
+    }
+    if let Some(routes) = &options.routes {
+        let listen = format!("nats://127.0.0.1:{}", port_argument(requested.cluster));
+        args.extend(["--cluster".into(), listen.into()]);
+        if !routes.routes.is_empty() {
+            args.extend(["--routes".into(), routes.routes.join(",").into()]);
+        }
+        if let Some(advertise) = &routes.cluster_advertise {
+            args.extend(["--cluster_advertise".into(), advertise.into()]);
+        }
+        if routes.no_advertise_to_clients {
+            args.push("--no_advertise".into());
+        }
+    }
     let log_path = store_dir.join(LOG_FILE_NAME);
     let mut process = spawn_logged(&binary, &args, &log_path, options.separate_process_group)?;
 
     let deadline = Instant::now() + START_DEADLINE;
-    let bound_port = loop {
+    let bound_ports = loop {
         process.ensure_still_running("nats-server")?;
-        if let Some(bound_port) = read_client_port(store_dir, process.pid)? {
-            break bound_port;
+        if let Some(bound_ports) = read_bound_ports(store_dir, process.pid)? {
+            break bound_ports;
         }
         if Instant::now() >= deadline {
             return Err(process.start_timeout_error("nats-server", "write its ports file"));
         }
         tokio::time::sleep(READINESS_POLL_INTERVAL).await;
     };
+    let bound_port = bound_ports.client;
     if let Some(requested_port) = port
         && requested_port != bound_port
     {
@@ -179,11 +260,11 @@ async fn spawn_and_wait_until_ready(
         }
         tokio::time::sleep(READINESS_POLL_INTERVAL).await;
     }
-    Ok((process, bound_port))
+    Ok((process, bound_ports))
 }
 
-/// Reads the client port from `<executable>_<pid>.ports`; `None` while the file is missing or half-written.
-fn read_client_port(ports_file_dir: &Path, pid: u32) -> anyhow::Result<Option<u16>> {
+/// Reads the bound ports from `<executable>_<pid>.ports`; `None` while the file is missing or half-written.
+fn read_bound_ports(ports_file_dir: &Path, pid: u32) -> anyhow::Result<Option<BoundPorts>> {
     // The file is named after the executable, which an override may have renamed, so match on the pid only.
     let wanted_suffix = format!("_{pid}{PORTS_FILE_SUFFIX}");
     let entries = std::fs::read_dir(ports_file_dir)
@@ -199,16 +280,23 @@ fn read_client_port(ports_file_dir: &Path, pid: u32) -> anyhow::Result<Option<u1
         let Ok(contents) = std::fs::read_to_string(entry.path()) else {
             return Ok(None);
         };
-        return Ok(parse_client_port(&contents));
+        return Ok(parse_bound_ports(&contents));
     }
     Ok(None)
 }
 
-/// Parses `{"nats":["nats://127.0.0.1:40041"], ...}`.
-fn parse_client_port(ports_file_contents: &str) -> Option<u16> {
+/// Parses `{"nats":["nats://127.0.0.1:40041"],"monitoring":["http://127.0.0.1:8222"],"cluster":[...]}`.
+fn parse_bound_ports(ports_file_contents: &str) -> Option<BoundPorts> {
     let ports: serde_json::Value = serde_json::from_str(ports_file_contents).ok()?;
-    let client_url = ports.get("nats")?.as_array()?.first()?.as_str()?;
-    client_url.rsplit(':').next()?.parse().ok()
+    let first_port = |key: &str| -> Option<u16> {
+        let url = ports.get(key)?.as_array()?.first()?.as_str()?;
+        url.rsplit(':').next()?.parse().ok()
+    };
+    Some(BoundPorts {
+        client: first_port("nats")?,
+        monitoring: first_port("monitoring"),
+        cluster: first_port("cluster"),
+    })
 }
 
 /// A SIGKILLed server leaves its ports file behind; clear them so the directory does not fill up.
@@ -243,10 +331,11 @@ async fn receives_info_line(port: u16) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_client_port;
+    use super::{BoundPorts, parse_bound_ports};
 
     fn check(contents: &str, expected: Option<u16>) {
-        assert_eq!(parse_client_port(contents), expected, "input: {contents:?}");
+        let client_port = parse_bound_ports(contents).map(|ports| ports.client);
+        assert_eq!(client_port, expected, "input: {contents:?}");
     }
 
     #[test]
@@ -255,6 +344,16 @@ mod tests {
         check(
             r#"{"nats":["nats://127.0.0.1:4222"],"monitoring":["http://127.0.0.1:8222"]}"#,
             Some(4222),
+        );
+        assert_eq!(
+            parse_bound_ports(
+                r#"{"nats":["nats://127.0.0.1:1"],"monitoring":["http://127.0.0.1:2"],"cluster":["nats://127.0.0.1:3"]}"#
+            ),
+            Some(BoundPorts {
+                client: 1,
+                monitoring: Some(2),
+                cluster: Some(3)
+            })
         );
         check(r#"{"nats":["nats://127.0.0.1:40"#, None);
         check(r#"{"monitoring":["http://127.0.0.1:8222"]}"#, None);
