@@ -61,13 +61,13 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
     // Registered up front, so the first scrape lists every family the gateway exports, at zero.
     telemetry::gateway_metrics().declare_slow_consumer_reasons(&delivery_hub::SLOW_CONSUMER_REASONS);
     telemetry::store_metrics();
-    let storage = Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage)
+    let storage = store::retry_at_startup("provision streams and buckets", || Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage))
         .await
         .context("failed to provision streams and buckets")?;
     let (membership, membership_task) = MembershipCache::start(nats.clone(), &storage, shutdown.clone()).await?;
-    let media = store::MediaStorage::provision(nats.clone(), &config.storage).await.context("failed to provision media storage")?;
-    let push = store::PushStorage::provision(nats.clone(), &config.storage).await.context("failed to provision push storage")?;
-    let search = store::SearchStorage::provision(&storage, &config.storage).await.context("failed to provision search storage")?;
+    let media = store::retry_at_startup("provision media storage", || store::MediaStorage::provision(nats.clone(), &config.storage)).await.context("failed to provision media storage")?;
+    let push = store::retry_at_startup("provision push storage", || store::PushStorage::provision(nats.clone(), &config.storage)).await.context("failed to provision push storage")?;
+    let search = store::retry_at_startup("provision search storage", || store::SearchStorage::provision(&storage, &config.storage)).await.context("failed to provision search storage")?;
     let reader = LogReader::new(storage.clone());
     let receipts = Receipts::new(nats.clone(), &storage);
     let coalescer_timing = receipt_coalescer::CoalescerTiming {

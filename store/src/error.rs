@@ -29,7 +29,11 @@ impl StoreError {
 pub(crate) fn from_nats<E: std::fmt::Display + std::fmt::Debug>(context: &str, error: E) -> StoreError {
     let text = format!("{context}: {error}");
     let lower = text.to_lowercase();
-    if lower.contains("timed out") || lower.contains("timeout") || lower.contains("broken pipe") || lower.contains("no responders") || lower.contains("disconnected") {
+    // "no stream found" is what a publish gets while the stream (or bucket) has no leader — a cluster
+    // electing a new one after a node died — so it passes like a timeout does; so does
+    // 10008 "JetStream system temporarily unavailable", a leader read during an election.
+    let transient = ["timed out", "timeout", "broken pipe", "no responders", "disconnected", "no stream found", "temporarily unavailable"];
+    if transient.iter().any(|symptom| lower.contains(symptom)) {
         StoreError::Unavailable(text)
     } else {
         StoreError::Internal(text)

@@ -18,6 +18,7 @@ mod push_registered_users;
 mod receipts;
 mod search;
 mod settings;
+mod startup_retry;
 
 pub use conversations::{direct_conversation_id, ConversationLimits, Conversations};
 pub use error::StoreError;
@@ -32,6 +33,7 @@ pub use receipts::{Receipts, WatermarkMove};
 pub use search::{LogBounds, SearchStorage};
 pub use batch_get::{last_messages, LastMessage};
 pub use settings::storage_settings_from_environment;
+pub use startup_retry::{retry_at_startup, STARTUP_PATIENCE};
 
 /// Sends a ready-made frame (typing, receipt, presence) to every device of `user` connected anywhere.
 ///

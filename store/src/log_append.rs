@@ -21,6 +21,8 @@ use crate::{Receipts, Storage};
 const APPEND_RETRY_BUDGET: Duration = Duration::from_secs(5);
 /// Longest pause between retries; the pause is random below a cap that doubles from 100 µs.
 const MAX_RETRY_PAUSE: Duration = Duration::from_millis(20);
+/// How long an append keeps trying to write the records of a message the log already holds.
+const RECORDS_RETRY_BUDGET: Duration = Duration::from_secs(5);
 /// Beyond this many cached tails, idle ones are dropped (they reload on next use).
 const MAX_CACHED_TAILS: usize = 100_000;
 
@@ -74,6 +76,10 @@ impl MessageLog {
 
     pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
         if let Some(original) = self.recorded_send(&request.conversation, &request.client_msg_id).await? {
+            // The two records are written side by side, so the idempotency record can exist without its
+            // index entry (the index put failed, e.g. while its bucket elected a leader); a resend is the
+            // moment to make sure, or history would skip the message for good.
+            self.write_index(&request.conversation, &original).await?;
             return Ok(original);
         }
         let tail_lock = self.tail_lock(&request.conversation);
@@ -129,7 +135,7 @@ impl MessageLog {
                     drop(tail_guard);
                     let original = self.reader.get_by_stream_seq(ack.sequence).await?;
                     let outcome = AppendOutcome { seq: original.message.seq, stream_seq: ack.sequence, sent_at: original.message.sent_at, duplicate: true };
-                    self.write_records(&request.conversation, &request.client_msg_id, &outcome).await?;
+                    self.write_records_patiently(&request.conversation, &request.client_msg_id, &outcome).await?;
                     return Ok(outcome);
                 }
                 Ok(ack) => {
@@ -142,7 +148,7 @@ impl MessageLog {
                             None => Ok(()),
                         }
                     };
-                    let (records, read) = tokio::join!(self.write_records(&request.conversation, &request.client_msg_id, &outcome), sender_read);
+                    let (records, read) = tokio::join!(self.write_records_patiently(&request.conversation, &request.client_msg_id, &outcome), sender_read);
                     records?;
                     if let Err(error) = read {
                         // The message is durable; a missed watermark only shows it as unread to its sender for a moment.
@@ -192,16 +198,37 @@ impl MessageLog {
         Ok((Tail { stream_seq, seq: last.message.seq }, Some(last)))
     }
 
+    /// The records of a message that is already in the log, retried for a while: failing now would
+    /// send the client into a resend for a message that is stored, and a bucket without a leader (a
+    /// cluster electing one) comes back within seconds.
+    async fn write_records_patiently(&self, conversation: &Id, client_msg_id: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
+        let give_up_at = Instant::now() + RECORDS_RETRY_BUDGET;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match self.write_records(conversation, client_msg_id, outcome).await {
+                Ok(()) => return Ok(()),
+                Err(error) if Instant::now() + pause < give_up_at => {
+                    tracing::debug!(%error, %conversation, seq = outcome.seq, "records not written yet; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                Err(error) => return Err(error),
+            }
+        }
+    }
+
+    async fn write_index(&self, conversation: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
+        let key = subjects::message_index_key(conversation, outcome.seq);
+        self.storage.message_index.put(key, outcome.stream_seq.to_string().into()).await.map_err(|error| from_nats("failed to write history index", error))?;
+        Ok(())
+    }
+
     /// Index (`seq` → stream sequence) and idempotency records; both are idempotent puts.
     async fn write_records(&self, conversation: &Id, client_msg_id: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
-        let index_put = self
-            .storage
-            .message_index
-            .put(subjects::message_index_key(conversation, outcome.seq), outcome.stream_seq.to_string().into());
         let record = ClientMsgIdRecord { v: 1, seq: outcome.seq, stream_seq: outcome.stream_seq, sent_at: outcome.sent_at };
         let record_put = self.storage.client_msg_ids.put(subjects::client_msg_id_key(conversation, client_msg_id), record.to_bytes().into());
-        let (index_result, record_result) = tokio::join!(index_put, record_put);
-        index_result.map_err(|error| from_nats("failed to write history index", error))?;
+        let (index_result, record_result) = tokio::join!(self.write_index(conversation, outcome), record_put);
+        index_result?;
         record_result.map_err(|error| from_nats("failed to write idempotency record", error))?;
         Ok(())
     }

@@ -2,8 +2,13 @@
 //!
 //! A page costs one tail read plus, in parallel, one index read and one direct get per
 //! message: nothing here scans the stream, so cost does not grow with the stream's size.
+//!
+//! Direct gets are answered by any replica. On a cluster, a replica still catching up (a node
+//! back from a crash or a partition) answers "not found" for what it has not received yet, so a
+//! miss is confirmed with the stream leader before it counts: a hit is always current, a miss
+//! costs one more round trip.
 
-use async_nats::jetstream::stream::DirectGetErrorKind;
+use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
 use futures::future::join_all;
 use schemas::{Message, StoredMessage};
 use subjects::Id;
@@ -34,10 +39,13 @@ impl LogReader {
     }
 
     /// The conversation's last entry with its stream sequence, or None for an empty log.
+    ///
+    /// Asked of the stream leader: a lagging replica's older tail would end a history page early
+    /// and hide newer messages from a syncing device, and no later miss would reveal it.
     pub async fn last_entry(&self, conversation: &Id) -> Result<Option<(u64, StoredMessage)>, StoreError> {
-        match self.storage.messages.direct_get_last_for_subject(subjects::message_subject(conversation)).await {
+        match self.storage.messages.get_last_raw_message_by_subject(&subjects::message_subject(conversation)).await {
             Ok(raw) => Ok(Some((raw.sequence, decode(&raw.payload)?))),
-            Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(error) => Err(from_nats("failed to read the conversation's tail", error)),
         }
     }
@@ -47,9 +55,9 @@ impl LogReader {
         Ok(self.last_entry(conversation).await?.map_or(0, |(_, last)| last.message.seq))
     }
 
+    /// The entry at `stream_seq`, which must exist (the stream just named it, e.g. in a duplicate's ack).
     pub async fn get_by_stream_seq(&self, stream_seq: u64) -> Result<StoredMessage, StoreError> {
-        let raw = self.storage.messages.direct_get(stream_seq).await.map_err(|error| from_nats("failed to read message", error))?;
-        decode(&raw.payload)
+        self.message_at(stream_seq).await?.ok_or_else(|| StoreError::Internal(format!("log entry {stream_seq} is gone")))
     }
 
     /// A history page per PROTOCOL.md: ascending `seq`, and whether older (or newer, for `After`) messages exist.
@@ -110,15 +118,42 @@ impl LogReader {
 
     /// One message by `seq`: index lookup, then a direct get; None if it does not exist (or expired).
     pub async fn get_by_seq(&self, conversation: &Id, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
-        let key = subjects::message_index_key(conversation, seq);
-        let indexed = self.storage.message_index.get(key).await.map_err(|error| from_nats("failed to read history index", error))?;
-        match indexed.and_then(|bytes| std::str::from_utf8(&bytes).ok().and_then(|text| text.parse::<u64>().ok())) {
-            Some(stream_seq) => match self.storage.messages.direct_get(stream_seq).await {
-                Ok(raw) => Ok(Some(decode(&raw.payload)?)),
-                Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
-                Err(error) => Err(from_nats("failed to read message", error)),
-            },
+        match self.index_entry(conversation, seq).await? {
+            Some(stream_seq) => self.message_at(stream_seq).await,
             None => self.walk_back_to(conversation, seq).await,
+        }
+    }
+
+    /// The stream sequence the index holds for `seq`; a miss is asked again of the bucket's leader.
+    async fn index_entry(&self, conversation: &Id, seq: u64) -> Result<Option<u64>, StoreError> {
+        let key = subjects::message_index_key(conversation, seq);
+        let direct = self.storage.message_index.get(&key).await.map_err(|error| from_nats("failed to read history index", error))?;
+        let bytes = match direct {
+            Some(bytes) => bytes,
+            None => {
+                let index = &self.storage.message_index;
+                match index.stream.get_last_raw_message_by_subject(&format!("{}{key}", index.prefix)).await {
+                    // Index entries are only ever put, never deleted, so the last entry is a value.
+                    Ok(raw) => raw.payload,
+                    Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
+                    Err(error) => return Err(from_nats("failed to read history index from its leader", error)),
+                }
+            }
+        };
+        Ok(std::str::from_utf8(&bytes).ok().and_then(|text| text.parse::<u64>().ok()))
+    }
+
+    /// The log entry at `stream_seq`, None if retention removed it; a miss is asked again of the leader.
+    async fn message_at(&self, stream_seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+        match self.storage.messages.direct_get(stream_seq).await {
+            Ok(raw) => return Ok(Some(decode(&raw.payload)?)),
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound => {}
+            Err(error) => return Err(from_nats("failed to read message", error)),
+        }
+        match self.storage.messages.get_raw_message(stream_seq).await {
+            Ok(raw) => Ok(Some(decode(&raw.payload)?)),
+            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
+            Err(error) => Err(from_nats("failed to read message from the stream leader", error)),
         }
     }
 
@@ -139,10 +174,9 @@ impl LogReader {
             if entry.message.seq < seq || entry.prev_stream_seq == 0 {
                 return Ok(None);
             }
-            entry = match self.storage.messages.direct_get(entry.prev_stream_seq).await {
-                Ok(raw) => decode(&raw.payload)?,
-                Err(error) if error.kind() == DirectGetErrorKind::NotFound => return Ok(None),
-                Err(error) => return Err(from_nats("failed to read message", error)),
+            entry = match self.message_at(entry.prev_stream_seq).await? {
+                Some(previous) => previous,
+                None => return Ok(None),
             };
         }
         Ok(None)

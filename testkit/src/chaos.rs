@@ -62,13 +62,17 @@ struct Ledger {
     abandoned: Vec<String>,
     failed_attempts: u64,
     failures_by_kind: BTreeMap<String, u64>,
+    /// The first error text of each kind, to say what the failures were.
+    first_failure_of_kind: BTreeMap<String, String>,
     longest_send_failure: Duration,
 }
 
 impl Ledger {
-    fn count_failure(&mut self, kind: String) {
+    fn count_failure(&mut self, error: &anyhow::Error) {
+        let kind = failure_kind(error);
         self.failed_attempts += 1;
-        *self.failures_by_kind.entry(kind).or_default() += 1;
+        *self.failures_by_kind.entry(kind.clone()).or_default() += 1;
+        self.first_failure_of_kind.entry(kind).or_insert_with(|| format!("{error:#}"));
     }
 }
 
@@ -182,6 +186,7 @@ impl Chaos {
             abandoned: ledger.abandoned.len(),
             failed_attempts: ledger.failed_attempts,
             failures_by_kind: ledger.failures_by_kind.clone(),
+            first_failure_of_kind: ledger.first_failure_of_kind.clone(),
             longest_send_failure: ledger.longest_send_failure,
             ..ChaosReport::default()
         };
@@ -420,7 +425,7 @@ impl DeviceRun {
                     self.ledger
                         .lock()
                         .expect("ledger lock")
-                        .count_failure(failure_kind(&error));
+                        .count_failure(&error);
                     tokio::time::sleep(RETRY_PAUSE).await;
                 }
             }

@@ -129,12 +129,12 @@ impl ProcessSystemBuilder {
             http: reqwest::Client::new(),
             dir,
         };
+        // One at a time: the first creates the streams and buckets, the others find them (on a cold R3
+        // cluster, concurrent creations can outlast a JetStream request's timeout).
         for number in 0..self.gateways {
             let listen = free_address()?;
             let process = system.start_role(RoleName::Gateway, number, Some(listen), Vec::new())?;
             system.gateways.push(process);
-        }
-        for number in 0..self.gateways {
             system.wait_gateway_ready(number).await?;
         }
         for number in 0..self.fanouts {
@@ -194,10 +194,9 @@ impl ProcessSystem {
         listen: Option<SocketAddr>,
         extra_environment: Vec<(String, String)>,
     ) -> anyhow::Result<RoleProcess> {
-        let log_path = self
-            .dir
-            .path()
-            .join(format!("{}-{number}.log", role.as_str()));
+        // NATTER_TEST_LOG_DIR keeps the roles' logs after the test, for reading a failure at leisure.
+        let log_dir = std::env::var_os("NATTER_TEST_LOG_DIR").map_or_else(|| self.dir.path().to_path_buf(), PathBuf::from);
+        let log_path = log_dir.join(format!("{}-{number}.log", role.as_str()));
         let mut environment = self.environment.clone();
         environment.push((
             "NATTER_DATA_DIR".to_owned(),
@@ -266,6 +265,12 @@ impl ProcessSystem {
 
     pub fn api(&self, gateway: usize, user: &str) -> Api {
         Api::new(self.http.clone(), self.http_url(gateway), self.token(user))
+    }
+
+    /// The end of every role's log, for a failing test to show.
+    pub fn log_tails(&self) -> String {
+        let roles = self.gateways.iter().chain(&self.fanouts).chain(&self.indexer).chain(&self.media).chain(&self.push);
+        roles.map(|role| format!("---- {} log:\n{}\n", role.role.as_str(), role.log_tail())).collect()
     }
 
     /// Fails, quoting its log, if any role has exited without the test stopping it.

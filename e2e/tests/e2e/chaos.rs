@@ -9,20 +9,17 @@ use testkit::chaos::{offline_member, search_token, Chaos, ChaosPlan, ChaosReport
 use testkit::push_standins::{self, WebPushSubscriber};
 use testkit::{wait_until, Api, ProcessSystem};
 
-const ROLE_BINARY: &str = env!("CARGO_BIN_EXE_role_process");
+pub(crate) const ROLE_BINARY: &str = env!("CARGO_BIN_EXE_role_process");
 /// Patience for a phase of the run on a busy 2-core machine; a healthy phase takes a second or two.
 const PHASE_DEADLINE: Duration = Duration::from_secs(60);
 /// Acked sends between faults, so that each fault lands in the middle of traffic.
 const SENDS_PER_PHASE: usize = 150;
 
-async fn finish(
-    chaos: Chaos,
-    scenario: &str,
-    system: &mut ProcessSystem,
-) -> anyhow::Result<ChaosReport> {
+/// Stops the workload, prints its accounting, and fails (showing every role's log) unless nothing was lost.
+pub(crate) async fn finish(chaos: Chaos, scenario: &str, system: &mut ProcessSystem) -> anyhow::Result<ChaosReport> {
     let report = chaos.finish(scenario, system).await?;
     println!("{report}");
-    report.ensure_nothing_lost()?;
+    report.ensure_nothing_lost().inspect_err(|_| eprintln!("{}", system.log_tails()))?;
     system.ensure_all_running()?;
     Ok(report)
 }

@@ -4,6 +4,7 @@ mod auth;
 mod authorization_matrix;
 mod bad_input;
 mod chaos;
+mod chaos_cluster;
 mod encrypted;
 mod idempotency;
 mod media;

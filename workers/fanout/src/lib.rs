@@ -62,7 +62,7 @@ pub fn readiness(nats: async_nats::Client, redis_url: Option<&str>) -> anyhow::R
 
 /// Runs until `shutdown`; in-flight work that was not acked is redelivered to a sibling.
 pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let storage = Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage)
+    let storage = store::retry_at_startup("provision streams and buckets", || Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage))
         .await
         .context("failed to provision streams and buckets")?;
     let (membership, membership_task) = MembershipCache::start(nats.clone(), &storage, shutdown.clone()).await?;
@@ -74,7 +74,7 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
     let mut messages = consumer.messages().await.context("failed to pull from the fanout consumer")?;
     let (push, registered_users_task) = match &config.redis_url {
         Some(url) => {
-            let push = store::PushStorage::provision(nats.clone(), &config.storage).await.context("failed to provision push storage")?;
+            let push = store::retry_at_startup("provision push storage", || store::PushStorage::provision(nats.clone(), &config.storage)).await.context("failed to provision push storage")?;
             let (registered, task) = store::RegisteredUsers::start(&push, shutdown.clone()).await?;
             let presence = presence_probe::PresenceProbe::connect(url)?;
             (Some(push_enqueue::PushEnqueuer { push, presence, registered }), Some(task))

@@ -105,10 +105,10 @@ pub fn readiness(nats: async_nats::Client) -> telemetry::Readiness {
 /// Runs until `shutdown`: indexes the log and answers searches; what was read is committed before it returns.
 pub async fn run(config: IndexerConfig, nats: async_nats::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
     config.validate()?;
-    let storage = Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage)
+    let storage = store::retry_at_startup("provision streams and buckets", || Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage))
         .await
         .context("failed to provision streams and buckets")?;
-    let search_storage = SearchStorage::provision(&storage, &config.storage).await.context("failed to provision search storage")?;
+    let search_storage = store::retry_at_startup("provision search storage", || SearchStorage::provision(&storage, &config.storage)).await.context("failed to provision search storage")?;
     let index_dir = config.index_dir.clone();
     let opened = tokio::task::spawn_blocking(move || index_schema::open_index(&index_dir)).await.context("index opening panicked")??;
     telemetry::indexer_metrics().indexed_stream_seq.set(i64::try_from(opened.indexed_stream_seq).unwrap_or(i64::MAX));

@@ -43,10 +43,10 @@ pub struct ReindexSummary {
 
 /// Rebuilds the index in `config.index_dir` from the log's first entry through its last at the start.
 pub async fn reindex(config: &IndexerConfig, nats: async_nats::Client, mut on_progress: impl FnMut(ReindexProgress)) -> anyhow::Result<ReindexSummary> {
-    let storage = Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage)
+    let storage = store::retry_at_startup("provision streams and buckets", || Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage))
         .await
         .context("failed to provision streams and buckets")?;
-    let search_storage = SearchStorage::provision(&storage, &config.storage).await.context("failed to provision search storage")?;
+    let search_storage = store::retry_at_startup("provision search storage", || SearchStorage::provision(&storage, &config.storage)).await.context("failed to provision search storage")?;
     let index_dir = config.index_dir.clone();
     let opened = tokio::task::spawn_blocking(move || open_index(&index_dir)).await.context("index opening panicked")??;
     let (writer, _snapshot) = IndexWriterHandle::start(&opened)?;

@@ -83,7 +83,7 @@ pub fn readiness(nats: async_nats::Client) -> telemetry::Readiness {
 
 /// Runs until `shutdown`; a job in progress at shutdown is left unacked and redelivered.
 pub async fn run(config: MediaWorkerConfig, nats: async_nats::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let media = MediaStorage::provision(nats.clone(), &config.storage).await.context("failed to provision media storage")?;
+    let media = store::retry_at_startup("provision media storage", || MediaStorage::provision(nats.clone(), &config.storage)).await.context("failed to provision media storage")?;
     let stream = media.jetstream.get_stream(subjects::MEDIA_JOBS_STREAM).await.context("failed to open the media job stream")?;
     let consumer = stream.create_consumer(subjects::media_consumer_config(config.ack_wait)).await.context("failed to open the media consumer")?;
     let mut messages = consumer.messages().await.context("failed to pull from the media consumer")?;

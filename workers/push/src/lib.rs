@@ -43,10 +43,10 @@ pub async fn run_with_metrics(config: PushWorkerConfig, nats: async_nats::Client
     config.validate()?;
     // Declared up front, so the first scrape lists every provider's outcomes at zero.
     PushMetrics::declare_series();
-    let storage = Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage)
+    let storage = store::retry_at_startup("provision streams and buckets", || Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage))
         .await
         .context("failed to provision streams and buckets")?;
-    let push = PushStorage::provision(nats.clone(), &config.storage).await.context("failed to provision push storage")?;
+    let push = store::retry_at_startup("provision push storage", || PushStorage::provision(nats.clone(), &config.storage)).await.context("failed to provision push storage")?;
     let providers = providers::Providers {
         fcm: config.fcm.as_ref().map(providers::FcmSender::new).transpose()?.map(|sender| Box::new(sender) as Box<dyn providers::PushSender>),
         apns: config.apns.as_ref().map(providers::ApnsSender::new).transpose()?.map(|sender| Box::new(sender) as Box<dyn providers::PushSender>),

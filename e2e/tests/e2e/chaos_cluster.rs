@@ -1,0 +1,62 @@
+//! Chaos with accounting on a 3-node NATS cluster started from `nats-config/` with R3 streams and buckets: the message stream's leader SIGKILLed mid-run, and partitioned off then healed; nothing acked is lost, duplicated or reordered.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use testkit::NatsCluster;
+use crate::chaos::{finish, ROLE_BINARY};
+use testkit::chaos::{Chaos, ChaosPlan};
+use testkit::ProcessSystem;
+
+/// Patience for a phase on a busy 2-core machine: a leader election takes a few seconds.
+const PHASE_DEADLINE: Duration = Duration::from_secs(90);
+const SENDS_PER_PHASE: usize = 150;
+
+/// A cluster, and Natter on it with every stream and bucket replicated three times.
+async fn start_on_a_cluster(dir: &std::path::Path) -> anyhow::Result<(NatsCluster, ProcessSystem)> {
+    let cluster = NatsCluster::start(dir).await?;
+    let system = ProcessSystem::builder(ROLE_BINARY).gateways(2).nats_urls(cluster.client_urls()).env("NATTER_STREAM_REPLICAS", "3").start().await?;
+    Ok((cluster, system))
+}
+
+async fn message_stream_leader(cluster: &NatsCluster) -> anyhow::Result<usize> {
+    cluster.stream_leader(subjects::MESSAGE_STREAM).await?.context("the message stream has no agreed leader")
+}
+
+#[tokio::test]
+async fn chaos_cluster_the_message_stream_leader_killed_mid_run_loses_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut cluster, mut system) = start_on_a_cluster(dir.path()).await?;
+    let chaos = Chaos::start(&system, ChaosPlan::default()).await?;
+    chaos.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE).await?;
+    let leader = message_stream_leader(&cluster).await?;
+    cluster.kill(leader).await;
+    // The other two elect a new leader and the chat goes on.
+    chaos.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE).await?;
+    cluster.restart(leader).await?;
+    cluster.wait_healthy(PHASE_DEADLINE).await?;
+    chaos.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE).await?;
+    let scenario = format!("message stream leader {} SIGKILLed, then restarted", cluster.node_name(leader));
+    finish(chaos, &scenario, &mut system).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn chaos_cluster_the_message_stream_leader_partitioned_off_then_healed_loses_nothing() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let (mut cluster, mut system) = start_on_a_cluster(dir.path()).await?;
+    let chaos = Chaos::start(&system, ChaosPlan::default()).await?;
+    chaos.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE).await?;
+    let leader = message_stream_leader(&cluster).await?;
+    // Its routes both ways and its clients' connections drop; the process itself runs on, alone.
+    cluster.cut(leader);
+    chaos.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE).await?;
+    let new_leader = message_stream_leader(&cluster).await?;
+    anyhow::ensure!(new_leader != leader, "the majority side elected a new leader");
+    cluster.heal(leader);
+    cluster.wait_healthy(PHASE_DEADLINE).await?;
+    chaos.wait_for_acks(SENDS_PER_PHASE, PHASE_DEADLINE).await?;
+    let scenario = format!("message stream leader {} partitioned off, then healed", cluster.node_name(leader));
+    finish(chaos, &scenario, &mut system).await?;
+    Ok(())
+}
