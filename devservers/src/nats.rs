@@ -26,6 +26,8 @@ pub struct NatsServerOptions {
     pub config_file: Option<PathBuf>,
     /// Own process group, so a terminal Ctrl-C reaches only the parent (see the launcher); tests leave it off.
     pub separate_process_group: bool,
+    /// Extra environment for the server, which a config file can read as `$NAME` (e.g. users' passwords).
+    pub environment: Vec<(OsString, OsString)>,
 }
 
 /// A running `nats-server` child process listening on 127.0.0.1.
@@ -148,7 +150,7 @@ async fn spawn_and_wait_until_ready(
         store_dir.into(),
     ]);
     let log_path = store_dir.join(LOG_FILE_NAME);
-    let mut process = spawn_logged(&binary, &args, &log_path, options.separate_process_group)?;
+    let mut process = spawn_logged(&binary, &args, &log_path, options.separate_process_group, &options.environment)?;
 
     let deadline = Instant::now() + START_DEADLINE;
     let bound_port = loop {

@@ -34,6 +34,7 @@ impl LocalServices {
                 port: None,
                 config_file: None,
                 separate_process_group: true,
+                environment: Vec::new(),
             };
             let nats = NatsServer::start_with_options(&data_dir.join("nats"), options)
                 .await

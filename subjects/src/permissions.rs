@@ -262,6 +262,8 @@ pub fn permissions(role: Role) -> Permissions {
     let mut grants = Grants::default();
     match role {
         Role::Provisioner => {
+            // Creating a KV bucket first reads the account's limits.
+            grants.publish(format!("{JS_API}.INFO"));
             for stream in layout_streams() {
                 grants
                     .open_stream(&stream)
@@ -312,7 +314,9 @@ pub fn permissions(role: Role) -> Permissions {
                 .consume(media::MEDIA_JOBS_STREAM, media::MEDIA_CONSUMER)
                 .write_bucket(media::MEDIA_RECORDS_BUCKET)
                 .write_objects(media::MEDIA_QUARANTINE_OBJECTS)
-                .write_objects(media::MEDIA_OBJECTS);
+                .write_objects(media::MEDIA_OBJECTS)
+                // The uploader's devices hear `ready` or `rejected` directly.
+                .publish(crate::every_deliver_subject());
         }
         Role::Push => {
             open_core_buckets(&mut grants);

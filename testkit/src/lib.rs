@@ -9,6 +9,7 @@ pub use devservers::{ClamdServer, NatsServer, NatsServerOptions, RedisServer, Re
 mod api;
 mod operations;
 pub mod push_standins;
+pub mod role_users;
 mod system;
 mod ws_client;
 
