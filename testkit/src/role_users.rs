@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use subjects::permissions::Role;
+use subjects::{Provisioning, StorageSettings};
 
 use crate::{NatsServer, NatsServerOptions};
 
@@ -23,6 +24,17 @@ pub async fn start_nats_with_role_users(store_dir: &Path) -> anyhow::Result<Nats
     let environment = Role::ALL.into_iter().map(|role| (OsString::from(role.password_variable()), OsString::from(role_password(role)))).collect();
     let options = NatsServerOptions { config_file: Some(users_conf_path()), environment, ..NatsServerOptions::default() };
     NatsServer::start_with_options(store_dir, options).await
+}
+
+/// Makes the layout as the provisioner, then has every role's settings only open it, as `natter provision` and `NATTER_NATS_USER` do.
+pub(crate) async fn provision_then_open_only(url: &str, settings: Vec<&mut StorageSettings>) -> anyhow::Result<()> {
+    let provisioner = connect_as(url, Role::Provisioner).await?;
+    let layout = settings.first().map(|first| (**first).clone()).unwrap_or_default();
+    store::provision_layout(provisioner, &layout).await?;
+    for settings in settings {
+        settings.provisioning = Provisioning::OpenExisting;
+    }
+    Ok(())
 }
 
 /// A connection as `role`'s user with the role's inbox prefix, as `natter` makes it from `NATTER_NATS_USER`.

@@ -138,14 +138,9 @@ impl SystemBuilder {
         fanout_config.redis_url = redis.as_ref().map(RedisServer::url);
         let mut push_config = self.push_config;
         if self.role_users {
-            let provisioner = crate::role_users::connect_as(&nats.client_url(), Role::Provisioner).await?;
-            store::provision_layout(provisioner, &gateway_config.storage).await?;
-            for storage in [&mut gateway_config.storage, &mut fanout_config.storage, &mut media_config.storage] {
-                storage.provisioning = Provisioning::OpenExisting;
-            }
-            if let Some(push_config) = &mut push_config {
-                push_config.storage.provisioning = Provisioning::OpenExisting;
-            }
+            let mut settings = vec![&mut gateway_config.storage, &mut fanout_config.storage, &mut media_config.storage];
+            settings.extend(push_config.as_mut().map(|config| &mut config.storage));
+            crate::role_users::provision_then_open_only(&nats.client_url(), settings).await?;
         }
         let mut system = TestSystem {
             nats,
@@ -271,18 +266,23 @@ impl TestSystem {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(fanout::run(self.fanout_config.clone(), nats, shutdown.clone()));
         self.fanouts.push(Running { address: None, shutdown, task: Some(task) });
-        let jetstream = async_nats::jetstream::new(self.connect_role(Role::Fanout).await?);
-        crate::wait_until("the fanout consumer exists", Duration::from_secs(20), || {
+        self.wait_for_consumer(Role::Fanout, subjects::MESSAGE_STREAM, subjects::FANOUT_CONSUMER).await?;
+        Ok(self.fanouts.len() - 1)
+    }
+
+    /// A worker is ready once its durable consumer exists; asked on the worker's own user, which may read it.
+    async fn wait_for_consumer(&self, role: Role, stream: &'static str, consumer: &'static str) -> anyhow::Result<()> {
+        let jetstream = async_nats::jetstream::new(self.connect_role(role).await?);
+        crate::wait_until(&format!("the {consumer} consumer exists"), Duration::from_secs(20), || {
             let jetstream = jetstream.clone();
             async move {
-                match jetstream.get_stream(subjects::MESSAGE_STREAM).await {
-                    Ok(stream) => stream.consumer_info(subjects::FANOUT_CONSUMER).await.is_ok(),
+                match jetstream.get_stream(stream).await {
+                    Ok(stream) => stream.consumer_info(consumer).await.is_ok(),
                     Err(_) => false,
                 }
             }
         })
-        .await?;
-        Ok(self.fanouts.len() - 1)
+        .await
     }
 
     /// Drops a fanout worker without letting it finish: its NATS connection closes with messages unacked, as after SIGKILL.
@@ -305,17 +305,7 @@ impl TestSystem {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(media::run(config, nats, shutdown.clone()));
         self.media_workers.push(Running { address: None, shutdown, task: Some(task) });
-        let jetstream = async_nats::jetstream::new(self.connect_role(Role::Media).await?);
-        crate::wait_until("the media consumer exists", Duration::from_secs(20), || {
-            let jetstream = jetstream.clone();
-            async move {
-                match jetstream.get_stream(subjects::MEDIA_JOBS_STREAM).await {
-                    Ok(stream) => stream.consumer_info(subjects::MEDIA_CONSUMER).await.is_ok(),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await?;
+        self.wait_for_consumer(Role::Media, subjects::MEDIA_JOBS_STREAM, subjects::MEDIA_CONSUMER).await?;
         Ok(self.media_workers.len() - 1)
     }
 
@@ -325,17 +315,7 @@ impl TestSystem {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(push::run_with_metrics(config, nats, shutdown.clone(), self.push_metrics.clone()));
         self.push_workers.push(Running { address: None, shutdown, task: Some(task) });
-        let jetstream = async_nats::jetstream::new(self.connect_role(Role::Push).await?);
-        crate::wait_until("the push consumer exists", Duration::from_secs(20), || {
-            let jetstream = jetstream.clone();
-            async move {
-                match jetstream.get_stream(subjects::PUSH_STREAM).await {
-                    Ok(stream) => stream.consumer_info(subjects::PUSH_CONSUMER).await.is_ok(),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await?;
+        self.wait_for_consumer(Role::Push, subjects::PUSH_STREAM, subjects::PUSH_CONSUMER).await?;
         Ok(self.push_workers.len() - 1)
     }
 
