@@ -62,13 +62,13 @@ async fn a_role_before_provisioning_says_so_and_a_half_configured_user_is_refuse
     let store_dir = tempfile::tempdir()?;
     let server = start_nats_with_role_users(store_dir.path()).await?;
     let config = config_as(Role::Fanout, &server.client_url())?;
-    let error = natter::roles::run_fanout(&config, CancellationToken::new()).await.err().expect("nothing to open yet");
+    let error = natter::roles::run_fanout(&config, CancellationToken::new()).await.expect_err("nothing to open yet");
     assert!(format!("{error:#}").contains("natter provision"), "{error:#}");
 
     let mut environment = config.environment().clone();
     environment.remove("NATTER_NATS_PASSWORD");
     let without_password = NatterConfig::from_file_text_and_environment(None, &environment)?;
-    let error = natter::roles::connect_nats(&without_password, Role::Fanout).await.err().expect("a user needs its password");
+    let error = natter::roles::connect_nats(&without_password, Role::Fanout).await.expect_err("a user needs its password");
     assert!(error.to_string().contains("NATTER_NATS_PASSWORD"), "{error}");
     Ok(())
 }
