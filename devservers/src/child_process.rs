@@ -46,6 +46,7 @@ pub(crate) fn spawn_logged(
     args: &[OsString],
     log_path: &Path,
     separate_process_group: bool,
+    environment: &[(OsString, OsString)],
 ) -> anyhow::Result<LoggedChild> {
     let mut log_file = OpenOptions::new()
         .create(true)
@@ -76,7 +77,8 @@ pub(crate) fn spawn_logged(
         .stdin(Stdio::null())
         .stdout(Stdio::from(log_file))
         .stderr(Stdio::from(stderr_log_file))
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        .envs(environment.iter().map(|(name, value)| (name, value)));
     if separate_process_group {
         command.process_group(0);
     }

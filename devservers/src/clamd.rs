@@ -47,7 +47,7 @@ impl ClamdServer {
             std::fs::write(&config_path, clamd_config(&database_dir, &data_dir, port))
                 .with_context(|| format!("failed to write {}", config_path.display()))?;
             let args: Vec<OsString> = vec!["--foreground".into(), "-c".into(), config_path.into_os_string()];
-            let mut process = spawn_logged(&binary, &args, &data_dir.join(LOG_FILE_NAME), false)?;
+            let mut process = spawn_logged(&binary, &args, &data_dir.join(LOG_FILE_NAME), false, &[])?;
             match wait_until_ready(&mut process, port).await {
                 Ok(()) => {
                     tracing::debug!(port, pid = process.pid, "clamd started");

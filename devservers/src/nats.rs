@@ -30,6 +30,8 @@ pub struct NatsServerOptions {
     pub monitoring: bool,
     /// Be one node of a cluster; see [`RouteOptions`].
     pub routes: Option<RouteOptions>,
+    /// Extra environment for the server, which a config file can read as `$NAME` (e.g. users' passwords).
+    pub environment: Vec<(OsString, OsString)>,
 }
 
 /// A cluster node's routes: it listens for them on a free 127.0.0.1 port, kept across restarts.
@@ -228,7 +230,7 @@ async fn spawn_and_wait_until_ready(
         }
     }
     let log_path = store_dir.join(LOG_FILE_NAME);
-    let mut process = spawn_logged(&binary, &args, &log_path, options.separate_process_group)?;
+    let mut process = spawn_logged(&binary, &args, &log_path, options.separate_process_group, &options.environment)?;
 
     let deadline = Instant::now() + START_DEADLINE;
     let bound_ports = loop {

@@ -172,7 +172,7 @@ async fn spawn_and_wait_until_ready(
     let log_length_before_start = std::fs::metadata(&log_path)
         .map(|metadata| metadata.len())
         .unwrap_or(0);
-    let mut process = spawn_logged(&binary, &args, &log_path, options.separate_process_group)?;
+    let mut process = spawn_logged(&binary, &args, &log_path, options.separate_process_group, &[])?;
 
     let deadline = Instant::now() + START_DEADLINE;
     loop {

@@ -67,6 +67,9 @@ const KNOWN_FILE_KEYS: &[&str] = &[
     "content_denylist",
     "spam_max_conversations",
     "spam_window_secs",
+    // the role's NATS user (crate::nats_credentials)
+    "nats_user",
+    "nats_password",
     // TLS to NATS (crate::nats_tls)
     "nats_tls_ca",
     "nats_tls_cert",

@@ -18,7 +18,7 @@ const PLAIN_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
 /// Rebuilds the configured index from the log; run it while no indexer uses the directory.
 pub async fn run_reindex(config: &NatterConfig) -> anyhow::Result<()> {
     let indexer_config = indexer::IndexerConfig::from_environment(config.environment())?;
-    let nats = connect_nats(config, "natter-indexer-reindex").await?;
+    let nats = connect_nats(config, subjects::permissions::Role::Indexer).await?;
     let mut bar = ProgressBar::new();
     eprintln!("rebuilding {} from the log", indexer_config.index_dir.display());
     let summary = indexer::reindex::reindex(&indexer_config, nats.clone(), |progress| bar.show(&progress)).await?;

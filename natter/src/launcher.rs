@@ -61,8 +61,13 @@ async fn run_roles(
     let gateway_config = gateway::GatewayConfig::from_environment(config.environment())?;
     let fanout_config = fanout::FanoutConfig::from_environment(config.environment())?;
     let listener = bind_listener(&config).await?;
-    let gateway_nats = connect_nats(&config, "natter-gateway").await?;
-    let fanout_nats = connect_nats(&config, "natter-fanout").await?;
+    // Roles with a NATS user only open the layout (see `subjects::Provisioning`); one process running
+    // them all under one user makes it first, so that user must be allowed to.
+    if config.get(crate::nats_credentials::NATS_USER).is_some() {
+        crate::roles::run_provision(&config).await?;
+    }
+    let gateway_nats = connect_nats(&config, subjects::permissions::Role::Gateway).await?;
+    let fanout_nats = connect_nats(&config, subjects::permissions::Role::Fanout).await?;
     print_banner(
         &config,
         services,
@@ -84,18 +89,18 @@ async fn run_roles(
     role_names.insert(fanout_task.id(), "fanout");
     if config.get(CLAMD_ADDRESS).is_some() {
         let media_config = media::MediaWorkerConfig::from_environment(config.environment())?;
-        let media_nats = connect_nats(&config, "natter-media").await?;
+        let media_nats = connect_nats(&config, subjects::permissions::Role::Media).await?;
         let media_task = roles.spawn(media::run(media_config, media_nats, shutdown.clone()));
         role_names.insert(media_task.id(), "media");
     }
     let indexer_config = indexer::IndexerConfig::from_environment(config.environment())?;
-    let indexer_nats = connect_nats(&config, "natter-indexer").await?;
+    let indexer_nats = connect_nats(&config, subjects::permissions::Role::Indexer).await?;
     let indexer_task = roles.spawn(indexer::run(indexer_config, indexer_nats, shutdown.clone()));
     role_names.insert(indexer_task.id(), "indexer");
     let push_providers = ["NATTER_PUSH_FCM_SERVICE_ACCOUNT_FILE", "NATTER_PUSH_APNS_KEY_FILE", "NATTER_PUSH_VAPID_KEY_FILE"];
     if push_providers.iter().any(|name| config.get(name).is_some()) {
         let push_config = push::PushWorkerConfig::from_environment(config.environment())?;
-        let push_nats = connect_nats(&config, "natter-push").await?;
+        let push_nats = connect_nats(&config, subjects::permissions::Role::Push).await?;
         let push_task = roles.spawn(push::run(push_config, push_nats, shutdown.clone()));
         role_names.insert(push_task.id(), "push");
     }

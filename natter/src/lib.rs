@@ -5,6 +5,7 @@ pub mod dev_secret;
 pub mod indexer_commands;
 pub mod launcher;
 pub mod local_services;
+pub mod nats_credentials;
 pub mod nats_tls;
 pub mod roles;
 pub mod shutdown_signal;

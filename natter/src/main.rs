@@ -24,6 +24,9 @@ enum Command {
     /// Everything on this machine: local nats-server and redis-server unless NATTER_NATS_URL / NATTER_REDIS_URL
     /// are set, then the gateway and a fanout worker. Ctrl-C stops it all.
     Run,
+    /// Create or update every stream, bucket and object store, then exit; run it as the `provisioner`
+    /// NATS user before roles that run as their own users (NATTER_NATS_USER), which only open them.
+    Provision,
     /// Only the gateway, against the configured NATS.
     Gateway,
     /// Only a fanout worker, against the configured NATS.
@@ -59,6 +62,7 @@ async fn main() -> anyhow::Result<()> {
     let signal_task = shutdown_signal::cancel_on_shutdown_signal(shutdown.clone())?;
     let outcome = match cli.command {
         Command::Run => launcher::run_all_in_one(config, shutdown).await,
+        Command::Provision => roles::run_provision(&config).await,
         Command::Gateway => roles::run_gateway(&config, shutdown).await,
         Command::Fanout => roles::run_fanout(&config, shutdown).await,
         Command::Media => roles::run_media(&config, shutdown).await,

@@ -4,14 +4,16 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use subjects::permissions::Role;
+
 use crate::config::NatterConfig;
 
-/// A NATS connection named after its role, so `nats server report connections` tells them apart.
-pub async fn connect_nats(
-    config: &NatterConfig,
-    connection_name: &str,
-) -> anyhow::Result<async_nats::Client> {
-    crate::nats_tls::apply(async_nats::ConnectOptions::new().name(connection_name), config)?
+/// A NATS connection named after its role, so `nats server report connections` tells them apart,
+/// with the configured user and the role's inbox prefix.
+pub async fn connect_nats(config: &NatterConfig, role: Role) -> anyhow::Result<async_nats::Client> {
+    let options = async_nats::ConnectOptions::new().name(format!("natter-{}", role.user()));
+    let options = crate::nats_credentials::apply(options, config, role)?;
+    crate::nats_tls::apply(options, config)?
         .connect(config.nats_server_addresses()?)
         .await
         .with_context(|| format!("failed to connect to NATS at {}", config.nats_urls()))
@@ -27,7 +29,7 @@ pub async fn bind_listener(config: &NatterConfig) -> anyhow::Result<TcpListener>
 /// `natter gateway`: the same as the `natter-gateway` binary, with the config file honoured too.
 pub async fn run_gateway(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let gateway_config = gateway::GatewayConfig::from_environment(config.environment())?;
-    let nats = connect_nats(config, "natter-gateway").await?;
+    let nats = connect_nats(config, Role::Gateway).await?;
     let listener = bind_listener(config).await?;
     gateway::run(gateway_config, listener, nats, shutdown).await
 }
@@ -35,7 +37,7 @@ pub async fn run_gateway(config: &NatterConfig, shutdown: CancellationToken) -> 
 /// `natter fanout`: the same as the `natter-fanout` binary, with the config file honoured too.
 pub async fn run_fanout(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let fanout_config = fanout::FanoutConfig::from_environment(config.environment())?;
-    let nats = connect_nats(config, "natter-fanout").await?;
+    let nats = connect_nats(config, Role::Fanout).await?;
     let readiness = fanout::readiness(nats.clone(), fanout_config.redis_url.as_deref())?;
     let operations = serve_worker_operations(config, readiness, &shutdown).await?;
     with_operations(fanout::run(fanout_config, nats, shutdown.clone()), operations, shutdown).await
@@ -44,7 +46,7 @@ pub async fn run_fanout(config: &NatterConfig, shutdown: CancellationToken) -> a
 /// `natter media`: the same as the `natter-media` binary, with the config file honoured too.
 pub async fn run_media(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let media_config = media::MediaWorkerConfig::from_environment(config.environment())?;
-    let nats = connect_nats(config, "natter-media").await?;
+    let nats = connect_nats(config, Role::Media).await?;
     let operations = serve_worker_operations(config, media::readiness(nats.clone()), &shutdown).await?;
     with_operations(media::run(media_config, nats, shutdown.clone()), operations, shutdown).await
 }
@@ -52,7 +54,7 @@ pub async fn run_media(config: &NatterConfig, shutdown: CancellationToken) -> an
 /// `natter push`: the same as the `natter-push` binary, with the config file honoured too.
 pub async fn run_push(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let push_config = push::PushWorkerConfig::from_environment(config.environment())?;
-    let nats = connect_nats(config, "natter-push").await?;
+    let nats = connect_nats(config, Role::Push).await?;
     let operations = serve_worker_operations(config, push::readiness(nats.clone()), &shutdown).await?;
     with_operations(push::run(push_config, nats, shutdown.clone()), operations, shutdown).await
 }
@@ -60,9 +62,20 @@ pub async fn run_push(config: &NatterConfig, shutdown: CancellationToken) -> any
 /// `natter indexer`: the same as the `natter-indexer` binary, with the config file honoured too.
 pub async fn run_indexer(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let indexer_config = indexer::IndexerConfig::from_environment(config.environment())?;
-    let nats = connect_nats(config, "natter-indexer").await?;
+    let nats = connect_nats(config, Role::Indexer).await?;
     let operations = serve_worker_operations(config, indexer::readiness(nats.clone()), &shutdown).await?;
     with_operations(indexer::run(indexer_config, nats, shutdown.clone()), operations, shutdown).await
+}
+
+/// `natter provision`: creates or updates every stream, bucket and object store, then exits. Run it
+/// (as the `provisioner` NATS user) before roles that run as their own users, which only open them.
+pub async fn run_provision(config: &NatterConfig) -> anyhow::Result<()> {
+    let settings = store::storage_settings_from_environment(config.environment())?;
+    let nats = connect_nats(config, Role::Provisioner).await?;
+    store::provision_layout(nats.clone(), &settings).await.context("failed to provision streams and buckets")?;
+    nats.flush().await.context("failed to flush NATS")?;
+    tracing::info!("streams, buckets and object stores are in place");
+    Ok(())
 }
 
 /// A worker's `/metrics` `/healthz` `/readyz` on `NATTER_METRICS_LISTEN`, bound before the role starts so a bad address fails fast.

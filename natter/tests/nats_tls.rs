@@ -54,7 +54,7 @@ async fn roles_reach_a_tls_only_nats_with_the_configured_ca_and_certificate_and_
 
     // Configured: a round trip over TLS with a client certificate.
     let full = config(&[("NATTER_NATS_TLS_CA", &ca), ("NATTER_NATS_TLS_CERT", &cert), ("NATTER_NATS_TLS_KEY", &key)], &url)?;
-    let client = natter::roles::connect_nats(&full, "tls-test").await?;
+    let client = natter::roles::connect_nats(&full, subjects::permissions::Role::Gateway).await?;
     let mut subscriber = client.subscribe("tls.check").await?;
     client.publish("tls.check", "over tls".into()).await?;
     let message = tokio::time::timeout(Duration::from_secs(5), subscriber.next()).await?.expect("the message comes back");
@@ -62,11 +62,11 @@ async fn roles_reach_a_tls_only_nats_with_the_configured_ca_and_certificate_and_
 
     // Not configured, or half configured: refused (plaintext, or TLS without the client certificate the server verifies).
     for (label, settings) in [("plain", vec![]), ("CA only", vec![("NATTER_NATS_TLS_CA", ca.as_path())])] {
-        let attempt = tokio::time::timeout(Duration::from_secs(10), natter::roles::connect_nats(&config(&settings, &url)?, "tls-test")).await;
+        let attempt = tokio::time::timeout(Duration::from_secs(10), natter::roles::connect_nats(&config(&settings, &url)?, subjects::permissions::Role::Gateway)).await;
         assert!(!matches!(attempt, Ok(Ok(_))), "{label}: connected to a server that requires TLS with client certificates");
     }
     // A certificate without its key is a configuration error, named as such.
-    let error = natter::roles::connect_nats(&config(&[("NATTER_NATS_TLS_CERT", &cert)], &url)?, "tls-test").await.err().expect("refused");
+    let error = natter::roles::connect_nats(&config(&[("NATTER_NATS_TLS_CERT", &cert)], &url)?, subjects::permissions::Role::Gateway).await.err().expect("refused");
     assert!(format!("{error:#}").contains("NATTER_NATS_TLS_KEY"), "{error:#}");
     Ok(())
 }

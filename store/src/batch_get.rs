@@ -95,7 +95,7 @@ async fn send_batch_request(client: &async_nats::Client, stream: &str, request: 
     let inbox = client.new_inbox();
     let mut replies = client.subscribe(inbox.clone()).await.map_err(|error| from_nats("failed to subscribe for a batch get", error))?;
     client
-        .publish_with_reply(format!("$JS.API.DIRECT.GET.{stream}"), inbox, request.to_string().into())
+        .publish_with_reply(subjects::permissions::direct_get_subject(stream), inbox, request.to_string().into())
         .await
         .map_err(|error| from_nats("failed to send a batch get", error))?;
     let deadline = tokio::time::Instant::now() + BATCH_TIMEOUT;

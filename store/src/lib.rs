@@ -26,13 +26,13 @@ pub use log_append::{AppendOutcome, AppendRequest, MessageLog};
 pub use log_read::{HistoryRequest, LogReader, MAX_PAGE};
 pub use media::{MediaStorage, VersionedMediaRecord};
 pub use membership_cache::{MemberSet, MembershipCache};
-pub use provision::Storage;
+pub use provision::{provision_layout, Storage};
 pub use push::{PushStorage, VersionedRegistration};
 pub use push_registered_users::RegisteredUsers;
 pub use receipts::{Receipts, WatermarkMove};
 pub use search::{LogBounds, SearchStorage};
 pub use batch_get::{last_messages, LastMessage};
-pub use settings::storage_settings_from_environment;
+pub use settings::{storage_settings_from_environment, NATS_USER};
 pub use startup_retry::{retry_at_startup, STARTUP_PATIENCE};
 
 /// Sends a ready-made frame (typing, receipt, presence) to every device of `user` connected anywhere.

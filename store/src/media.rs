@@ -2,7 +2,7 @@
 
 use async_nats::jetstream::{self, kv, object_store::ObjectStore};
 use schemas::{MediaJob, MediaRecord, MediaShareRecord};
-use subjects::{Id, StorageSettings};
+use subjects::{Id, Provisioning, StorageSettings};
 
 use crate::error::{from_nats, StoreError};
 
@@ -23,9 +23,22 @@ pub struct VersionedMediaRecord {
 }
 
 impl MediaStorage {
-    /// Creates or updates the stream, bucket and object stores; safe from every process at every start.
+    /// Creates or updates the stream, bucket and object stores (safe from every process at every start), or only opens them.
     pub async fn provision(client: async_nats::Client, settings: &StorageSettings) -> Result<MediaStorage, StoreError> {
         let jetstream = jetstream::new(client.clone());
+        if settings.provisioning == Provisioning::OpenExisting {
+            let open_objects = |bucket: &'static str| {
+                let jetstream = jetstream.clone();
+                async move { jetstream.get_object_store(bucket).await.map_err(|error| crate::provision::not_provisioned(bucket, error)) }
+            };
+            let records = jetstream
+                .get_key_value(subjects::MEDIA_RECORDS_BUCKET)
+                .await
+                .map_err(|error| crate::provision::not_provisioned(subjects::MEDIA_RECORDS_BUCKET, error))?;
+            let quarantine = open_objects(subjects::MEDIA_QUARANTINE_OBJECTS).await?;
+            let objects = open_objects(subjects::MEDIA_OBJECTS).await?;
+            return Ok(MediaStorage { jetstream, records, quarantine, objects, client });
+        }
         jetstream
             .create_or_update_stream(subjects::media_jobs_stream_config(settings))
             .await

@@ -1,7 +1,7 @@
 //! Creates or updates every stream and bucket from the definitions in `subjects`, idempotently, at start.
 
 use async_nats::jetstream::{self, kv, stream::Stream};
-use subjects::StorageSettings;
+use subjects::{Provisioning, StorageSettings};
 
 use crate::error::{from_nats, StoreError};
 
@@ -19,8 +19,13 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Creates or updates the layout; safe to run from every process at every start.
+    /// Creates or updates the layout (safe to run from every process at every start), or only
+    /// opens it when `settings` say the layout belongs to the provisioner.
     pub async fn provision(jetstream: jetstream::Context, settings: &StorageSettings) -> Result<Storage, StoreError> {
+        if settings.provisioning == Provisioning::OpenExisting {
+            let messages = jetstream.get_stream(subjects::MESSAGE_STREAM).await.map_err(|error| not_provisioned(subjects::MESSAGE_STREAM, error))?;
+            return Storage::open_buckets(jetstream, messages).await;
+        }
         let messages = jetstream
             .create_or_update_stream(subjects::message_stream_config(settings))
             .await
@@ -41,7 +46,7 @@ impl Storage {
         let open = |bucket: &'static str| {
             let jetstream = jetstream.clone();
             async move {
-                jetstream.get_key_value(bucket).await.map_err(|error| from_nats(&format!("failed to open bucket {bucket}"), error))
+                jetstream.get_key_value(bucket).await.map_err(|error| not_provisioned(bucket, error))
             }
         };
         Ok(Storage {
@@ -55,4 +60,20 @@ impl Storage {
             jetstream,
         })
     }
+}
+
+/// Every stream, bucket and object store, created or updated; what `natter provision` runs before
+/// the roles start with their own NATS users.
+pub async fn provision_layout(client: async_nats::Client, settings: &StorageSettings) -> Result<(), StoreError> {
+    let settings = StorageSettings { provisioning: Provisioning::CreateOrUpdate, ..settings.clone() };
+    let storage = Storage::provision(jetstream::new(client.clone()), &settings).await?;
+    crate::SearchStorage::provision(&storage, &settings).await?;
+    crate::MediaStorage::provision(client.clone(), &settings).await?;
+    crate::PushStorage::provision(client, &settings).await?;
+    Ok(())
+}
+
+/// Opening a missing stream or bucket names the fix.
+pub(crate) fn not_provisioned(name: &str, error: impl std::fmt::Display + std::fmt::Debug) -> StoreError {
+    from_nats(&format!("failed to open {name} (a role with its own NATS user only opens the layout: run `natter provision` first)"), error)
 }

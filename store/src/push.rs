@@ -3,7 +3,7 @@
 use async_nats::jetstream::{self, kv};
 use async_nats::HeaderMap;
 use schemas::{PushJob, PushRegistrationRecord, SilenceRecord, Timestamp};
-use subjects::{Id, StorageSettings};
+use subjects::{Id, Provisioning, StorageSettings};
 
 use crate::error::{from_nats, StoreError};
 use crate::kv_listing::list_entries;
@@ -26,9 +26,17 @@ pub struct VersionedRegistration {
 }
 
 impl PushStorage {
-    /// Creates or updates the job and dead-letter streams and the push buckets; safe from every process at every start.
+    /// Creates or updates the job and dead-letter streams and the push buckets (safe from every process at every start), or opens the buckets only.
     pub async fn provision(client: async_nats::Client, settings: &StorageSettings) -> Result<PushStorage, StoreError> {
         let jetstream = jetstream::new(client.clone());
+        if settings.provisioning == Provisioning::OpenExisting {
+            let mut buckets = Vec::new();
+            for config in subjects::push_bucket_configs(settings) {
+                buckets.push(jetstream.get_key_value(&config.bucket).await.map_err(|error| crate::provision::not_provisioned(&config.bucket, error))?);
+            }
+            let [devices, settings, pending]: [kv::Store; 3] = buckets.try_into().map_err(|_| StoreError::internal("push buckets changed shape"))?;
+            return Ok(PushStorage { jetstream, devices, settings, pending, client });
+        }
         for config in [subjects::push_stream_config(settings), subjects::push_dead_letter_stream_config(settings)] {
             let name = config.name.clone();
             jetstream

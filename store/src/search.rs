@@ -2,7 +2,7 @@
 
 use async_nats::jetstream::{self, consumer, stream::Stream};
 use schemas::SearchAuditRecord;
-use subjects::{Id, StorageSettings};
+use subjects::{Id, Provisioning, StorageSettings};
 
 use crate::error::{from_nats, StoreError};
 use crate::Storage;
@@ -22,8 +22,11 @@ pub struct LogBounds {
 }
 
 impl SearchStorage {
-    /// Creates or updates the audit stream beside the already provisioned log.
+    /// Creates or updates the audit stream beside the already provisioned log; opening needs nothing more.
     pub async fn provision(storage: &Storage, settings: &StorageSettings) -> Result<SearchStorage, StoreError> {
+        if settings.provisioning == Provisioning::OpenExisting {
+            return Ok(SearchStorage { jetstream: storage.jetstream.clone(), messages: storage.messages.clone() });
+        }
         storage
             .jetstream
             .create_or_update_stream(subjects::search_audit_stream_config(settings))

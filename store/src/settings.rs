@@ -4,9 +4,13 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
-use subjects::StorageSettings;
+use subjects::{Provisioning, StorageSettings};
 
-/// `NATTER_STREAM_REPLICAS`, `NATTER_MESSAGE_TTL_SECS` (0 = forever), `NATTER_DUPLICATE_WINDOW_SECS`.
+/// Set when the role runs as its own NATS user (see natter's config).
+pub const NATS_USER: &str = "NATTER_NATS_USER";
+
+/// `NATTER_STREAM_REPLICAS`, `NATTER_MESSAGE_TTL_SECS` (0 = forever), `NATTER_DUPLICATE_WINDOW_SECS`;
+/// with `NATTER_NATS_USER` the role only opens the layout: its user may not create streams.
 pub fn storage_settings_from_environment(environment: &HashMap<String, String>) -> anyhow::Result<StorageSettings> {
     let get = |name: &str| environment.get(name).map(String::as_str).filter(|value| !value.is_empty());
     let mut settings = StorageSettings::default();
@@ -18,6 +22,9 @@ pub fn storage_settings_from_environment(environment: &HashMap<String, String>) 
     }
     if let Some(seconds) = get("NATTER_DUPLICATE_WINDOW_SECS") {
         settings.duplicate_window = Duration::from_secs(seconds.parse().context("NATTER_DUPLICATE_WINDOW_SECS must be whole seconds")?);
+    }
+    if get(NATS_USER).is_some() {
+        settings.provisioning = Provisioning::OpenExisting;
     }
     anyhow::ensure!([1, 3, 5].contains(&settings.replicas), "stream replicas must be 1, 3 or 5, not {}", settings.replicas);
     anyhow::ensure!(!settings.duplicate_window.is_zero(), "the duplicate window must be at least one second");

@@ -55,6 +55,11 @@ pub fn deliver_subject(user: &Id) -> String {
     format!("{DELIVER_SUBJECT_PREFIX}{user}")
 }
 
+/// `deliver.*`: every user's delivery subject, for gateways' and workers' permissions.
+pub fn every_deliver_subject() -> String {
+    format!("{DELIVER_SUBJECT_PREFIX}*")
+}
+
 /// `<conv>.<user>` in [`MEMBERS_BUCKET`].
 pub fn member_key(conversation: &Id, user: &Id) -> String {
     format!("{conversation}.{user}")
@@ -131,11 +136,28 @@ pub struct StorageSettings {
     pub message_ttl: Duration,
     /// How long JetStream itself remembers `Nats-Msg-Id`s; older resends hit the msgids bucket.
     pub duplicate_window: Duration,
+    /// Whether a process creates the streams and buckets it uses or only opens them.
+    pub provisioning: Provisioning,
+}
+
+/// Who creates the layout. A role running as its own NATS user (see [`crate::permissions`]) may not
+/// create or update streams, so it opens what `natter provision` made; without users every process
+/// provisions at start, which keeps the all-in-one launcher and tests one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Provisioning {
+    #[default]
+    CreateOrUpdate,
+    OpenExisting,
 }
 
 impl Default for StorageSettings {
     fn default() -> Self {
-        StorageSettings { replicas: 1, message_ttl: Duration::ZERO, duplicate_window: Duration::from_secs(120) }
+        StorageSettings {
+            replicas: 1,
+            message_ttl: Duration::ZERO,
+            duplicate_window: Duration::from_secs(120),
+            provisioning: Provisioning::CreateOrUpdate,
+        }
     }
 }
 

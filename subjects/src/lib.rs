@@ -6,12 +6,15 @@
 mod ids;
 mod layout;
 mod media;
+pub mod permissions;
 mod push;
 pub mod redis_keys;
 mod search;
+mod users_conf;
 
 pub use ids::{Id, InvalidId};
 pub use layout::*;
 pub use media::*;
 pub use push::*;
 pub use search::*;
+pub use users_conf::users_conf;

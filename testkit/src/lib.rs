@@ -14,6 +14,7 @@ mod operations;
 mod process_system;
 pub mod push_standins;
 mod role_process;
+pub mod role_users;
 mod system;
 mod ws_client;
 

@@ -10,7 +10,8 @@ use indexer::IndexerConfig;
 use media::MediaWorkerConfig;
 use push::{PushMetrics, PushWorkerConfig};
 use std::sync::Arc;
-use subjects::Id;
+use subjects::permissions::Role;
+use subjects::{Id, Provisioning};
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -39,9 +40,17 @@ pub struct SystemBuilder {
     push_config: Option<PushWorkerConfig>,
     with_search: bool,
     indexer_config: Option<IndexerConfigChange>,
+    role_users: bool,
 }
 
 impl SystemBuilder {
+    /// nats-server with `nats-config/users.conf`: the provisioner makes the layout, and every role
+    /// runs as its own user, opening it only, as a deployment with `NATTER_NATS_USER` does.
+    pub fn with_role_users(mut self) -> Self {
+        self.role_users = true;
+        self
+    }
+
     pub fn gateways(mut self, count: usize) -> Self {
         self.gateways = count;
         self
@@ -106,7 +115,10 @@ impl SystemBuilder {
     pub async fn start(self) -> anyhow::Result<TestSystem> {
         crate::init_tracing();
         let store = tempfile::tempdir().context("failed to create a store dir")?;
-        let nats = NatsServer::start(store.path()).await?;
+        let nats = match self.role_users {
+            true => crate::role_users::start_nats_with_role_users(store.path()).await?,
+            false => NatsServer::start(store.path()).await?,
+        };
         let redis = match self.with_redis {
             true => Some(RedisServer::start(&store.path().join("redis")).await?),
             false => None,
@@ -124,6 +136,12 @@ impl SystemBuilder {
         // The fanout reads presence from the same Redis to decide who gets a push.
         let mut fanout_config = self.fanout_config;
         fanout_config.redis_url = redis.as_ref().map(RedisServer::url);
+        let mut push_config = self.push_config;
+        if self.role_users {
+            let mut settings = vec![&mut gateway_config.storage, &mut fanout_config.storage, &mut media_config.storage];
+            settings.extend(push_config.as_mut().map(|config| &mut config.storage));
+            crate::role_users::provision_then_open_only(&nats.client_url(), settings).await?;
+        }
         let mut system = TestSystem {
             nats,
             redis,
@@ -140,6 +158,7 @@ impl SystemBuilder {
             push_metrics: Arc::new(PushMetrics::default()),
             indexers: Vec::new(),
             indexer_config_change: self.indexer_config,
+            role_users: self.role_users,
         };
         for _ in 0..self.gateways {
             system.add_gateway().await?;
@@ -150,7 +169,7 @@ impl SystemBuilder {
         if self.with_media {
             system.add_media_worker().await?;
         }
-        if let Some(push_config) = self.push_config {
+        if let Some(push_config) = push_config {
             system.add_push_worker(push_config).await?;
         }
         if self.with_search {
@@ -178,6 +197,7 @@ pub struct TestSystem {
     pub push_metrics: Arc<PushMetrics>,
     indexers: Vec<Running>,
     indexer_config_change: Option<IndexerConfigChange>,
+    role_users: bool,
 }
 
 impl TestSystem {
@@ -203,18 +223,28 @@ impl TestSystem {
             push_config: None,
             with_search: false,
             indexer_config: None,
+            role_users: false,
         }
     }
 
+    /// The test's own connection; with role users there is no anonymous access, so it is the provisioner's.
     pub async fn connect_nats(&self) -> anyhow::Result<async_nats::Client> {
-        async_nats::connect(self.nats.client_url()).await.context("failed to connect to the test nats-server")
+        self.connect_role(Role::Provisioner).await
+    }
+
+    /// The connection `role` runs on: its own NATS user with role users, else an anonymous one.
+    pub async fn connect_role(&self, role: Role) -> anyhow::Result<async_nats::Client> {
+        match self.role_users {
+            true => crate::role_users::connect_as(&self.nats.client_url(), role).await,
+            false => async_nats::connect(self.nats.client_url()).await.context("failed to connect to the test nats-server"),
+        }
     }
 
     /// Starts another gateway; returns its index.
     pub async fn add_gateway(&mut self) -> anyhow::Result<usize> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let address = listener.local_addr()?;
-        let nats = self.connect_nats().await?;
+        let nats = self.connect_role(Role::Gateway).await?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(gateway::run(self.gateway_config.clone(), listener, nats, shutdown.clone()));
         self.gateways.push(Running { address: Some(address), shutdown, task: Some(task) });
@@ -232,22 +262,27 @@ impl TestSystem {
 
     /// Starts another fanout worker; returns its index. It is ready once its consumer exists.
     pub async fn add_fanout(&mut self) -> anyhow::Result<usize> {
-        let nats = self.connect_nats().await?;
+        let nats = self.connect_role(Role::Fanout).await?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(fanout::run(self.fanout_config.clone(), nats, shutdown.clone()));
         self.fanouts.push(Running { address: None, shutdown, task: Some(task) });
-        let jetstream = async_nats::jetstream::new(self.connect_nats().await?);
-        crate::wait_until("the fanout consumer exists", Duration::from_secs(20), || {
+        self.wait_for_consumer(Role::Fanout, subjects::MESSAGE_STREAM, subjects::FANOUT_CONSUMER).await?;
+        Ok(self.fanouts.len() - 1)
+    }
+
+    /// A worker is ready once its durable consumer exists; asked on the worker's own user, which may read it.
+    async fn wait_for_consumer(&self, role: Role, stream: &'static str, consumer: &'static str) -> anyhow::Result<()> {
+        let jetstream = async_nats::jetstream::new(self.connect_role(role).await?);
+        crate::wait_until(&format!("the {consumer} consumer exists"), Duration::from_secs(20), || {
             let jetstream = jetstream.clone();
             async move {
-                match jetstream.get_stream(subjects::MESSAGE_STREAM).await {
-                    Ok(stream) => stream.consumer_info(subjects::FANOUT_CONSUMER).await.is_ok(),
+                match jetstream.get_stream(stream).await {
+                    Ok(stream) => stream.consumer_info(consumer).await.is_ok(),
                     Err(_) => false,
                 }
             }
         })
-        .await?;
-        Ok(self.fanouts.len() - 1)
+        .await
     }
 
     /// Drops a fanout worker without letting it finish: its NATS connection closes with messages unacked, as after SIGKILL.
@@ -266,41 +301,21 @@ impl TestSystem {
     pub async fn add_media_worker_with(&mut self, change: impl FnOnce(&mut MediaWorkerConfig)) -> anyhow::Result<usize> {
         let mut config = self.media_config.clone();
         change(&mut config);
-        let nats = self.connect_nats().await?;
+        let nats = self.connect_role(Role::Media).await?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(media::run(config, nats, shutdown.clone()));
         self.media_workers.push(Running { address: None, shutdown, task: Some(task) });
-        let jetstream = async_nats::jetstream::new(self.connect_nats().await?);
-        crate::wait_until("the media consumer exists", Duration::from_secs(20), || {
-            let jetstream = jetstream.clone();
-            async move {
-                match jetstream.get_stream(subjects::MEDIA_JOBS_STREAM).await {
-                    Ok(stream) => stream.consumer_info(subjects::MEDIA_CONSUMER).await.is_ok(),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await?;
+        self.wait_for_consumer(Role::Media, subjects::MEDIA_JOBS_STREAM, subjects::MEDIA_CONSUMER).await?;
         Ok(self.media_workers.len() - 1)
     }
 
     /// Starts a push worker counting into [`TestSystem::push_metrics`]; ready once its consumer exists.
     pub async fn add_push_worker(&mut self, config: PushWorkerConfig) -> anyhow::Result<usize> {
-        let nats = self.connect_nats().await?;
+        let nats = self.connect_role(Role::Push).await?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(push::run_with_metrics(config, nats, shutdown.clone(), self.push_metrics.clone()));
         self.push_workers.push(Running { address: None, shutdown, task: Some(task) });
-        let jetstream = async_nats::jetstream::new(self.connect_nats().await?);
-        crate::wait_until("the push consumer exists", Duration::from_secs(20), || {
-            let jetstream = jetstream.clone();
-            async move {
-                match jetstream.get_stream(subjects::PUSH_STREAM).await {
-                    Ok(stream) => stream.consumer_info(subjects::PUSH_CONSUMER).await.is_ok(),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await?;
+        self.wait_for_consumer(Role::Push, subjects::PUSH_STREAM, subjects::PUSH_CONSUMER).await?;
         Ok(self.push_workers.len() - 1)
     }
 
@@ -310,11 +325,15 @@ impl TestSystem {
         if let Some(change) = &self.indexer_config_change {
             change(&mut config);
         }
-        let nats = self.connect_nats().await?;
+        if self.role_users {
+            config.storage.provisioning = Provisioning::OpenExisting;
+        }
+        let nats = self.connect_role(Role::Indexer).await?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(indexer::run(config, nats, shutdown.clone()));
         self.indexers.push(Running { address: None, shutdown, task: Some(task) });
-        let nats = self.connect_nats().await?;
+        // Asked as the gateways ask.
+        let nats = self.connect_role(Role::Gateway).await?;
         crate::wait_until("the search service answers", Duration::from_secs(20), || {
             let nats = nats.clone();
             async move { nats.request(subjects::SEARCH_STATUS_SUBJECT, bytes::Bytes::new()).await.is_ok() }
@@ -330,7 +349,7 @@ impl TestSystem {
 
     /// The status of whichever indexer answers `svc.search.status`.
     pub async fn search_status(&self) -> anyhow::Result<schemas::SearchStatus> {
-        let nats = self.connect_nats().await?;
+        let nats = self.connect_role(Role::Gateway).await?;
         let reply = tokio::time::timeout(Duration::from_secs(5), nats.request(subjects::SEARCH_STATUS_SUBJECT, bytes::Bytes::new()))
             .await
             .context("the search status request timed out")??;
@@ -403,7 +422,7 @@ impl TestSystem {
         anyhow::ensure!(self.gateways[index].task.is_none(), "gateway {index} is still running; stop it first");
         let address = self.gateways[index].address.expect("gateways have addresses");
         let listener = tokio::net::TcpListener::bind(address).await.with_context(|| format!("failed to bind {address} again"))?;
-        let nats = self.connect_nats().await?;
+        let nats = self.connect_role(Role::Gateway).await?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(gateway::run(self.gateway_config.clone(), listener, nats, shutdown.clone()));
         self.gateways[index] = Running { address: Some(address), shutdown, task: Some(task) };

@@ -1,4 +1,4 @@
-//! `cargo xtask <setup|test|run>`: installs the local tools, runs the test suite, and runs the all-in-one launcher.
+//! `cargo xtask <setup|test|run|nats-users>`: installs the local tools, runs the test suite, runs the all-in-one launcher, writes the NATS users file.
 
 mod fuzz;
 mod setup;
@@ -38,6 +38,8 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         launcher_arguments: Vec<String>,
     },
+    /// Write nats-config/users.conf (one NATS user per role) from subjects::permissions.
+    NatsUsers,
 }
 
 fn main() -> anyhow::Result<ExitCode> {
@@ -50,6 +52,12 @@ fn main() -> anyhow::Result<ExitCode> {
         }
         Task::Test { nextest_arguments } => run_tests(&workspace_root, &nextest_arguments),
         Task::Run { launcher_arguments } => run_launcher(&workspace_root, &launcher_arguments),
+        Task::NatsUsers => {
+            let path = workspace_root.join("nats-config/users.conf");
+            std::fs::write(&path, subjects::users_conf()).with_context(|| format!("failed to write {}", path.display()))?;
+            println!("wrote {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -10,6 +10,7 @@ mod idempotency;
 mod media;
 mod membership;
 mod messaging;
+mod nats_permissions;
 mod operations_dashboards;
 mod operations_metrics;
 mod operations_process;

@@ -25,7 +25,7 @@ async fn put(url: &str, bytes: Vec<u8>) -> anyhow::Result<(StatusCode, String)> 
 }
 
 /// Grants, uploads, and returns the media id.
-async fn upload(api: &Api, content_type: &str, bytes: Vec<u8>) -> anyhow::Result<String> {
+pub(crate) async fn upload(api: &Api, content_type: &str, bytes: Vec<u8>) -> anyhow::Result<String> {
     let (media_id, url) = grant(api, content_type, bytes.len()).await?;
     let (status, body) = put(&url, bytes).await?;
     anyhow::ensure!(status == StatusCode::CREATED, "upload: {status} {body}");
@@ -37,7 +37,7 @@ async fn metadata(api: &Api, media_id: &str) -> anyhow::Result<(StatusCode, Valu
 }
 
 /// Polls the metadata until the scan is done.
-async fn wait_for_scan(api: &Api, media_id: &str) -> anyhow::Result<MediaInfo> {
+pub(crate) async fn wait_for_scan(api: &Api, media_id: &str) -> anyhow::Result<MediaInfo> {
     testkit::wait_until("the media scan finishes", WAIT, || {
         let api = api.clone();
         async move { metadata(&api, media_id).await.is_ok_and(|(status, body)| status == StatusCode::OK && body["status"] != "pending") }
@@ -81,7 +81,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|window| window == needle)
 }
 
-fn png_with_alpha(width: u32, height: u32) -> Vec<u8> {
+pub(crate) fn png_with_alpha(width: u32, height: u32) -> Vec<u8> {
     let image = image::RgbaImage::from_fn(width, height, |x, y| image::Rgba([(x % 256) as u8, 0, (y % 256) as u8, 200]));
     let mut bytes = Vec::new();
     image::DynamicImage::ImageRgba8(image).write_to(&mut Cursor::new(&mut bytes), image::ImageFormat::Png).unwrap();

@@ -1,0 +1,487 @@
+//! What each Natter role may publish and subscribe to on NATS, built from this crate's own names, for `nats-config/users.conf`.
+//!
+//! A role gets the subjects it speaks, the exact JetStream API subjects of the streams, buckets,
+//! object stores and consumers it uses, and replies on its own inbox prefix only. Creating,
+//! updating, deleting or purging a stream belongs to the provisioner; a worker may create only
+//! the consumers it owns. Every name comes from the constants and builders beside this file, so a
+//! renamed stream changes the permissions with it.
+
+use crate::{StorageSettings, media, push, search};
+
+/// The NATS users Natter's processes run as: one per role, plus the provisioner that owns the layout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Role {
+    Provisioner,
+    Gateway,
+    Fanout,
+    Media,
+    Push,
+    Indexer,
+}
+
+impl Role {
+    pub const ALL: [Role; 6] = [Role::Provisioner, Role::Gateway, Role::Fanout, Role::Media, Role::Push, Role::Indexer];
+
+    /// The NATS user name (and the last word of the role's password variable).
+    pub fn user(self) -> &'static str {
+        match self {
+            Role::Provisioner => "provisioner",
+            Role::Gateway => "gateway",
+            Role::Fanout => "fanout",
+            Role::Media => "media",
+            Role::Push => "push",
+            Role::Indexer => "indexer",
+        }
+    }
+
+    pub fn from_user(user: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|role| role.user() == user)
+    }
+
+    /// The role's reply subjects start with this (async-nats `custom_inbox_prefix`), so no other
+    /// role can subscribe to its replies: with one shared `_INBOX.>` any role could read them all.
+    pub fn inbox_prefix(self) -> String {
+        format!("_INBOX_{}", self.user())
+    }
+
+    /// The environment variable nats-server reads the role's password (or bcrypt hash) from.
+    pub fn password_variable(self) -> String {
+        format!("NATTER_NATS_PASSWORD_{}", self.user().to_uppercase())
+    }
+}
+
+/// One user's permissions, in nats-server's terms. Deny wins over allow.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub publish_allow: Vec<String>,
+    pub publish_deny: Vec<String>,
+    pub subscribe_allow: Vec<String>,
+    /// May publish to the reply subject of a request it received (a service answering).
+    pub allow_responses: bool,
+}
+
+impl Permissions {
+    /// Whether nats-server lets this user publish to the concrete `subject` (deny wins).
+    pub fn allows_publish(&self, subject: &str) -> bool {
+        let matches = |patterns: &[String]| patterns.iter().any(|pattern| subject_matches(pattern, subject));
+        matches(&self.publish_allow) && !matches(&self.publish_deny)
+    }
+
+    /// Whether this user may subscribe to the concrete `subject` without a queue group.
+    pub fn allows_subscribe(&self, subject: &str) -> bool {
+        self.subscribe_allow.iter().any(|pattern| !pattern.contains(' ') && subject_matches(pattern, subject))
+    }
+}
+
+/// NATS subject matching: `*` is one token, `>` the rest (at least one token).
+pub fn subject_matches(pattern: &str, subject: &str) -> bool {
+    let mut subject_tokens = subject.split('.');
+    for pattern_token in pattern.split('.') {
+        match (pattern_token, subject_tokens.next()) {
+            (">", Some(_)) => return true,
+            (_, None) => return false,
+            ("*", Some(_)) => {}
+            (expected, Some(token)) if expected == token => {}
+            _ => return false,
+        }
+    }
+    subject_tokens.next().is_none()
+}
+
+/// A concrete subject a pattern allows (wildcards filled in), for tests that try it; the queue group of a subscribe entry is dropped.
+pub fn example_subject(pattern: &str) -> String {
+    let subject = pattern.split(' ').next().unwrap_or(pattern);
+    subject.split('.').map(|token| if token == "*" || token == ">" { "probe" } else { token }).collect::<Vec<_>>().join(".")
+}
+
+const JS_API: &str = "$JS.API";
+
+/// `$JS.API.STREAM.INFO.<stream>`: opening a stream, bucket or object store is reading its info.
+pub fn stream_info_subject(stream: &str) -> String {
+    format!("{JS_API}.STREAM.INFO.{stream}")
+}
+
+/// `$JS.API.DIRECT.GET.<stream>`: direct get with the request in the body (sequence, batch, `multi_last`).
+pub fn direct_get_subject(stream: &str) -> String {
+    format!("{JS_API}.DIRECT.GET.{stream}")
+}
+
+/// `$JS.API.STREAM.DELETE.<stream>`; nobody but an operator may send it.
+pub fn stream_delete_subject(stream: &str) -> String {
+    format!("{JS_API}.STREAM.DELETE.{stream}")
+}
+
+/// `$JS.API.STREAM.PURGE.<stream>`.
+pub fn stream_purge_subject(stream: &str) -> String {
+    format!("{JS_API}.STREAM.PURGE.{stream}")
+}
+
+/// `$JS.API.CONSUMER.CREATE.<stream>.<consumer>`, the named form async-nats sends.
+pub fn consumer_create_subject(stream: &str, consumer: &str) -> String {
+    format!("{JS_API}.CONSUMER.CREATE.{stream}.{consumer}")
+}
+
+/// `$JS.API.CONSUMER.DELETE.<stream>.<consumer>`.
+pub fn consumer_delete_subject(stream: &str, consumer: &str) -> String {
+    format!("{JS_API}.CONSUMER.DELETE.{stream}.{consumer}")
+}
+
+/// `$JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>`: a pull.
+pub fn consumer_next_subject(stream: &str, consumer: &str) -> String {
+    format!("{JS_API}.CONSUMER.MSG.NEXT.{stream}.{consumer}")
+}
+
+/// The stream behind an object store.
+pub fn object_store_stream_name(bucket: &str) -> String {
+    format!("OBJ_{bucket}")
+}
+
+/// Every subject of an object store's chunks and metadata.
+pub fn object_store_subjects(bucket: &str) -> String {
+    format!("$O.{bucket}.>")
+}
+
+/// Collects one role's permissions; each method grants one kind of use of one resource.
+#[derive(Default)]
+struct Grants {
+    permissions: Permissions,
+}
+
+impl Grants {
+    fn publish(&mut self, subject: impl Into<String>) -> &mut Self {
+        self.permissions.publish_allow.push(subject.into());
+        self
+    }
+
+    fn deny_publish(&mut self, subject: impl Into<String>) -> &mut Self {
+        self.permissions.publish_deny.push(subject.into());
+        self
+    }
+
+    fn subscribe(&mut self, subject: impl Into<String>) -> &mut Self {
+        self.permissions.subscribe_allow.push(subject.into());
+        self
+    }
+
+    /// Open a stream (info) without reading its messages.
+    fn open_stream(&mut self, stream: &str) -> &mut Self {
+        self.publish(stream_info_subject(stream))
+    }
+
+    /// Read single messages and batches: direct get in both forms, and the non-direct get.
+    fn read_stream(&mut self, stream: &str) -> &mut Self {
+        self.open_stream(stream)
+            .publish(direct_get_subject(stream))
+            .publish(format!("{}.>", direct_get_subject(stream)))
+            .publish(format!("{JS_API}.STREAM.MSG.GET.{stream}"))
+    }
+
+    /// Follow a stream with an ordered consumer (KV watches, object reads): async-nats creates it
+    /// unnamed, and the server asks for flow-control replies on `$JS.FC.<stream>.>`.
+    fn follow_stream(&mut self, stream: &str) -> &mut Self {
+        self.publish(format!("{JS_API}.CONSUMER.CREATE.{stream}")).publish(format!("$JS.FC.{stream}.>"))
+    }
+
+    fn open_bucket(&mut self, bucket: &str) -> &mut Self {
+        self.open_stream(&crate::kv_stream_name(bucket))
+    }
+
+    fn read_bucket(&mut self, bucket: &str) -> &mut Self {
+        self.read_stream(&crate::kv_stream_name(bucket))
+    }
+
+    fn watch_bucket(&mut self, bucket: &str) -> &mut Self {
+        self.read_bucket(bucket).follow_stream(&crate::kv_stream_name(bucket))
+    }
+
+    /// Put, create, update, delete and purge keys: all of them are publishes to `$KV.<bucket>.<key>`.
+    fn write_bucket(&mut self, bucket: &str) -> &mut Self {
+        self.read_bucket(bucket).publish(crate::kv_key_subject(bucket, ">"))
+    }
+
+    fn read_objects(&mut self, bucket: &str) -> &mut Self {
+        let stream = object_store_stream_name(bucket);
+        self.read_stream(&stream).follow_stream(&stream)
+    }
+
+    /// Put and delete objects; deleting (or replacing) an object purges its chunks from the store's stream.
+    fn write_objects(&mut self, bucket: &str) -> &mut Self {
+        self.read_objects(bucket).publish(object_store_subjects(bucket)).publish(stream_purge_subject(&object_store_stream_name(bucket)))
+    }
+
+    /// Pull from a durable consumer the role owns: create (or find) it, read its info, pull, ack.
+    fn consume(&mut self, stream: &str, consumer: &str) -> &mut Self {
+        self.open_stream(stream)
+            .publish(consumer_create_subject(stream, consumer))
+            .publish(format!("{}.>", consumer_create_subject(stream, consumer)))
+            .publish(format!("{JS_API}.CONSUMER.INFO.{stream}.{consumer}"))
+            .publish(consumer_next_subject(stream, consumer))
+            .publish(format!("$JS.ACK.{stream}.{consumer}.>"))
+    }
+
+    /// Append to a stream: a publish on its subjects, acked on the role's inbox.
+    fn append(&mut self, subjects: &[String]) -> &mut Self {
+        for subject in subjects {
+            self.publish(subject.clone());
+        }
+        self
+    }
+
+    /// Answer requests as the NATS service `service`, its endpoints in `queue_group`.
+    fn serve(&mut self, service: &str, endpoints: &[&str], queue_group: &str) -> &mut Self {
+        for endpoint in endpoints {
+            self.subscribe(format!("{endpoint} {queue_group}"));
+        }
+        // async-nats' service discovery: `$SRV.<verb>`, `.<name>` and `.<name>.<id>` for PING, INFO, STATS.
+        self.subscribe("$SRV.*").subscribe(format!("$SRV.*.{service}")).subscribe(format!("$SRV.*.{service}.*"));
+        self.permissions.allow_responses = true;
+        self
+    }
+
+    fn finish(mut self, role: Role) -> Permissions {
+        self.subscribe(format!("{}.>", role.inbox_prefix()));
+        let mut permissions = self.permissions;
+        for list in [&mut permissions.publish_allow, &mut permissions.publish_deny, &mut permissions.subscribe_allow] {
+            list.sort();
+            list.dedup();
+        }
+        permissions
+    }
+}
+
+/// The subjects a stream definition captures, from the definition itself.
+fn stream_subjects(config: async_nats::jetstream::stream::Config) -> Vec<String> {
+    config.subjects
+}
+
+/// The permissions `role` runs with.
+pub fn permissions(role: Role) -> Permissions {
+    let settings = StorageSettings::default();
+    let message_subjects = stream_subjects(crate::message_stream_config(&settings));
+    let log = crate::MESSAGE_STREAM;
+    let mut grants = Grants::default();
+    match role {
+        Role::Provisioner => {
+            // Creating a KV bucket first reads the account's limits.
+            grants.publish(format!("{JS_API}.INFO"));
+            for stream in layout_streams() {
+                grants
+                    .open_stream(&stream)
+                    .publish(format!("{JS_API}.STREAM.CREATE.{stream}"))
+                    .publish(format!("{JS_API}.STREAM.UPDATE.{stream}"))
+                    // Checking what it made: the workers' consumers, once they exist.
+                    .publish(format!("{JS_API}.CONSUMER.INFO.{stream}.*"));
+            }
+        }
+        Role::Gateway => {
+            grants.read_stream(log).append(&message_subjects);
+            for bucket in [
+                crate::CONVERSATIONS_BUCKET,
+                crate::MEMBERSHIPS_BUCKET,
+                crate::MESSAGE_INDEX_BUCKET,
+                crate::CLIENT_MSG_ID_BUCKET,
+                crate::RECEIPTS_BUCKET,
+                media::MEDIA_RECORDS_BUCKET,
+                push::PUSH_DEVICES_BUCKET,
+                push::NOTIFICATION_SETTINGS_BUCKET,
+            ] {
+                grants.write_bucket(bucket);
+            }
+            grants.write_bucket(crate::MEMBERS_BUCKET).watch_bucket(crate::MEMBERS_BUCKET).open_bucket(push::PUSH_PENDING_BUCKET);
+            grants
+                .write_objects(media::MEDIA_QUARANTINE_OBJECTS)
+                .read_objects(media::MEDIA_OBJECTS)
+                .append(&stream_subjects(media::media_jobs_stream_config(&settings)))
+                .append(&stream_subjects(search::search_audit_stream_config(&settings)))
+                .publish(search::SEARCH_SUBJECT)
+                .publish(search::SEARCH_STATUS_SUBJECT)
+                // Presence, typing and receipts go straight to the recipients' gateways.
+                .publish(crate::every_deliver_subject())
+                .subscribe(crate::every_deliver_subject());
+        }
+        Role::Fanout => {
+            grants.consume(log, crate::FANOUT_CONSUMER).publish(crate::every_deliver_subject());
+            open_core_buckets(&mut grants);
+            grants
+                .watch_bucket(crate::MEMBERS_BUCKET)
+                .watch_bucket(push::PUSH_DEVICES_BUCKET)
+                .read_bucket(push::NOTIFICATION_SETTINGS_BUCKET)
+                .write_bucket(push::PUSH_PENDING_BUCKET)
+                .append(&stream_subjects(push::push_stream_config(&settings)));
+        }
+        Role::Media => {
+            grants
+                .consume(media::MEDIA_JOBS_STREAM, media::MEDIA_CONSUMER)
+                .write_bucket(media::MEDIA_RECORDS_BUCKET)
+                .write_objects(media::MEDIA_QUARANTINE_OBJECTS)
+                .write_objects(media::MEDIA_OBJECTS)
+                // The uploader's devices hear `ready` or `rejected` directly.
+                .publish(crate::every_deliver_subject());
+        }
+        Role::Push => {
+            open_core_buckets(&mut grants);
+            // The notification's preview is the message itself, read like history: index, then the log.
+            grants
+                .read_stream(log)
+                .read_bucket(crate::MESSAGE_INDEX_BUCKET)
+                .read_bucket(crate::RECEIPTS_BUCKET)
+                .read_bucket(crate::CONVERSATIONS_BUCKET)
+                .consume(push::PUSH_STREAM, push::PUSH_CONSUMER)
+                .append(&stream_subjects(push::push_dead_letter_stream_config(&settings)))
+                .write_bucket(push::PUSH_DEVICES_BUCKET)
+                .read_bucket(push::NOTIFICATION_SETTINGS_BUCKET)
+                .write_bucket(push::PUSH_PENDING_BUCKET);
+        }
+        Role::Indexer => {
+            open_core_buckets(&mut grants);
+            // Each replica makes its own consumers (`indexer-<replica>-<generation>`); subject
+            // wildcards match whole tokens only, so the names are allowed by `*` and every other
+            // role's durable on the log is denied by name.
+            grants
+                .read_stream(log)
+                .read_bucket(crate::CONVERSATIONS_BUCKET)
+                .publish(format!("{JS_API}.CONSUMER.CREATE.{log}.*"))
+                .publish(format!("{JS_API}.CONSUMER.DELETE.{log}.*"))
+                .publish(format!("{JS_API}.CONSUMER.INFO.{log}.*"))
+                .publish(format!("{JS_API}.CONSUMER.MSG.NEXT.{log}.*"));
+            for durable in durable_consumers_of(log) {
+                grants
+                    .deny_publish(consumer_create_subject(log, durable))
+                    .deny_publish(format!("{}.>", consumer_create_subject(log, durable)))
+                    .deny_publish(consumer_delete_subject(log, durable))
+                    .deny_publish(consumer_next_subject(log, durable));
+            }
+            grants.serve(search::SEARCH_SERVICE_NAME, &[search::SEARCH_SUBJECT, search::SEARCH_STATUS_SUBJECT], search::SEARCH_QUEUE_GROUP);
+        }
+    }
+    grants.finish(role)
+}
+
+/// Every runtime role opens the log and the core buckets at start (`store::Storage`).
+fn open_core_buckets(grants: &mut Grants) {
+    grants.open_stream(crate::MESSAGE_STREAM);
+    for config in crate::bucket_configs(&StorageSettings::default()) {
+        grants.open_bucket(&config.bucket);
+    }
+}
+
+/// The durable consumers other roles own on `stream`.
+fn durable_consumers_of(stream: &str) -> Vec<&'static str> {
+    [(crate::MESSAGE_STREAM, crate::FANOUT_CONSUMER), (media::MEDIA_JOBS_STREAM, media::MEDIA_CONSUMER), (push::PUSH_STREAM, push::PUSH_CONSUMER)]
+        .into_iter()
+        .filter(|(owner_stream, _)| *owner_stream == stream)
+        .map(|(_, consumer)| consumer)
+        .collect()
+}
+
+/// Every stream the provisioner creates: the streams, the KV buckets' and the object stores'.
+pub fn layout_streams() -> Vec<String> {
+    let settings = StorageSettings::default();
+    let mut streams = vec![
+        crate::MESSAGE_STREAM.to_owned(),
+        media::MEDIA_JOBS_STREAM.to_owned(),
+        push::PUSH_STREAM.to_owned(),
+        push::PUSH_DEAD_LETTER_STREAM.to_owned(),
+        search::SEARCH_AUDIT_STREAM.to_owned(),
+    ];
+    let buckets = crate::bucket_configs(&settings).into_iter().chain(push::push_bucket_configs(&settings)).map(|config| config.bucket);
+    streams.extend(buckets.chain([media::MEDIA_RECORDS_BUCKET.to_owned()]).map(|bucket| crate::kv_stream_name(&bucket)));
+    streams.extend([media::MEDIA_QUARANTINE_OBJECTS, media::MEDIA_OBJECTS].map(object_store_stream_name));
+    streams
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (role, subject, may publish, may subscribe)
+    fn check(cases: &[(Role, &str, bool, bool)]) {
+        for &(role, subject, publish, subscribe) in cases {
+            let permissions = permissions(role);
+            assert_eq!(permissions.allows_publish(subject), publish, "{role:?} publish {subject}");
+            assert_eq!(permissions.allows_subscribe(subject), subscribe, "{role:?} subscribe {subject}");
+        }
+    }
+
+    #[test]
+    fn roles_reach_what_they_use_and_nothing_next_to_it() {
+        use Role::*;
+        check(&[
+            (Gateway, "msg.c1", true, false),
+            (Gateway, "deliver.alice", true, true),
+            (Gateway, "$JS.API.STREAM.INFO.MESSAGES", true, false),
+            (Gateway, "$JS.API.STREAM.DELETE.MESSAGES", false, false),
+            (Gateway, "$JS.API.STREAM.PURGE.MESSAGES", false, false),
+            (Gateway, "$JS.API.CONSUMER.CREATE.MESSAGES.fanout", false, false),
+            (Gateway, "$KV.members.c1.alice", true, false),
+            (Gateway, "$KV.push-pending.a.b.c", false, false),
+            (Gateway, "svc.search", true, false),
+            (Gateway, "_INBOX_gateway.x", false, true),
+            (Gateway, "_INBOX.x", false, false),
+            (Fanout, "msg.c1", false, false),
+            (Fanout, "deliver.alice", true, false),
+            (Fanout, "$JS.API.CONSUMER.MSG.NEXT.MESSAGES.fanout", true, false),
+            (Fanout, "$JS.ACK.MESSAGES.fanout.1.2.3.4.5", true, false),
+            (Fanout, "$JS.API.CONSUMER.MSG.NEXT.PUSH.push", false, false),
+            (Fanout, "push.bob.phone.c1", true, false),
+            (Media, "$JS.API.CONSUMER.MSG.NEXT.MEDIA_JOBS.media", true, false),
+            (Media, "$JS.API.STREAM.PURGE.OBJ_media-quarantine", true, false),
+            (Media, "$JS.API.DIRECT.GET.MESSAGES", false, false),
+            (Push, "push-dead.bob.phone.c1", true, false),
+            (Push, "push.bob.phone.c1", false, false),
+            (Push, "$JS.API.CONSUMER.CREATE.MESSAGES.fanout", false, false),
+            (Indexer, "$JS.API.CONSUMER.CREATE.MESSAGES.indexer-r1-2", true, false),
+            (Indexer, "$JS.API.CONSUMER.DELETE.MESSAGES.indexer-r1-2", true, false),
+            (Indexer, "$JS.API.CONSUMER.DELETE.MESSAGES.fanout", false, false),
+            (Indexer, "$JS.API.CONSUMER.MSG.NEXT.MESSAGES.fanout", false, false),
+            (Indexer, "msg.c1", false, false),
+            (Indexer, "$SRV.PING.natter-search", false, true),
+            (Provisioner, "$JS.API.STREAM.CREATE.MESSAGES", true, false),
+            (Provisioner, "$JS.API.STREAM.DELETE.MESSAGES", false, false),
+            (Provisioner, "msg.c1", false, false),
+        ]);
+    }
+
+    #[test]
+    fn no_role_subscribes_broadly_or_to_another_roles_inbox() {
+        for role in Role::ALL {
+            let permissions = permissions(role);
+            for subject in [">", "_INBOX.x", "$JS.API.STREAM.INFO.MESSAGES", "msg.c1"] {
+                assert!(!permissions.allows_subscribe(subject), "{role:?} may subscribe to {subject}");
+            }
+            for other in Role::ALL.into_iter().filter(|other| *other != role) {
+                assert!(!permissions.allows_subscribe(&format!("{}.x", other.inbox_prefix())), "{role:?} reads {other:?}'s replies");
+            }
+            assert!(!permissions.publish_allow.iter().any(|pattern| pattern == ">" || pattern.starts_with("$JS.API.>")), "{role:?}");
+        }
+    }
+
+    #[test]
+    fn only_the_provisioner_creates_or_updates_streams_and_nobody_deletes_them() {
+        for role in Role::ALL {
+            let permissions = permissions(role);
+            for stream in layout_streams() {
+                let may_create = permissions.allows_publish(&format!("$JS.API.STREAM.CREATE.{stream}"));
+                assert_eq!(may_create, role == Role::Provisioner, "{role:?} creates {stream}");
+                assert!(!permissions.allows_publish(&stream_delete_subject(&stream)), "{role:?} deletes {stream}");
+                // Deleting an object purges its chunks; no other stream may be purged.
+                let may_purge = permissions.allows_publish(&stream_purge_subject(&stream));
+                assert!(!may_purge || stream.starts_with("OBJ_"), "{role:?} purges {stream}");
+            }
+        }
+    }
+
+    #[test]
+    fn subjects_match_like_nats_server() {
+        for (pattern, subject, expected) in [
+            ("a.*", "a.b", true),
+            ("a.*", "a.b.c", false),
+            ("a.>", "a.b.c", true),
+            ("a.>", "a", false),
+            ("a.b", "a.b", true),
+            ("a.b", "a.bc", false),
+        ] {
+            assert_eq!(subject_matches(pattern, subject), expected, "{pattern} {subject}");
+        }
+    }
+}
