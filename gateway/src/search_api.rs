@@ -6,18 +6,17 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use schemas::{
-    AnalyticsSearchRequest, AnalyticsSearchResponse, SearchAuditRecord, SearchQuery, SearchResponse, SearchServiceReply, SearchServiceRequest,
+    ErrorBody, AnalyticsSearchRequest, AnalyticsSearchResponse, SearchAuditRecord, SearchQuery, SearchResponse, SearchServiceReply, SearchServiceRequest,
     MAX_SEARCH_QUERY_CHARS,
 };
 use subjects::Id;
 
 use crate::api_error::{parse_id, ApiError};
 use crate::auth::AnalystScope;
-use crate::auth_extract::{Analyst, ApiJson, Caller};
+use crate::auth_extract::{Analyst, ApiJson, ApiQuery, Caller};
 use crate::send::require_member;
 use crate::state::AppState;
 
@@ -30,8 +29,14 @@ const MAX_ANALYST_HITS: u64 = 100;
 /// A search that takes longer is answered `unavailable`.
 const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn search(State(state): State<AppState>, Caller(caller): Caller, query: Result<Query<SearchQuery>, QueryRejection>) -> Result<Json<SearchResponse>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+/// Searches the conversations the caller is a member of (or one of them); pages with `cursor`.
+#[utoipa::path(get, path = "/v1/search", tag = "search", security(("bearer" = [])), params(SearchQuery), responses(
+    (status = 200, description = "Hits, best first", body = SearchResponse),
+    (status = 400, description = "`invalid`: no `q`, a bad limit, cursor or id, or nothing searchable", body = ErrorBody),
+    (status = 403, description = "`forbidden`: the caller is not a member of `conversation_id`", body = ErrorBody),
+    (status = 404, description = "`not_found`: no such conversation", body = ErrorBody),
+))]
+pub async fn search(State(state): State<AppState>, Caller(caller): Caller, ApiQuery(query): ApiQuery<SearchQuery>) -> Result<Json<SearchResponse>, ApiError> {
     let q = query.q.as_deref().map(str::trim).unwrap_or_default();
     if q.is_empty() {
         return Err(ApiError::invalid("q is required: the words to search for"));
@@ -73,6 +78,11 @@ pub async fn search(State(state): State<AppState>, Caller(caller): Caller, query
     Ok(Json(SearchResponse { hits: reply.hits, next_cursor }))
 }
 
+/// Analysts only: hits and counts per day, conversation and sender over the token's scope; every query is audited first.
+#[utoipa::path(post, path = "/v1/analytics/search", tag = "search", security(("bearer" = [])), request_body = AnalyticsSearchRequest, responses(
+    (status = 200, description = "Hits and aggregations", body = AnalyticsSearchResponse),
+    (status = 403, description = "`forbidden`: not an analyst's token, or a conversation outside its scope", body = ErrorBody),
+))]
 pub async fn analytics_search(
     State(state): State<AppState>,
     Analyst { user, scope }: Analyst,
