@@ -11,7 +11,8 @@ mod nats;
 mod redis;
 
 pub use binaries::{
-    NATS_SERVER_BIN_ENV, REDIS_SERVER_BIN_ENV, nats_server_binary, redis_server_binary,
+    NATS_SERVER_BIN_ENV, REDIS_SERVER_BIN_ENV, SCHEMATHESIS_BIN_ENV, nats_server_binary, redis_server_binary,
+    schemathesis_binary,
 };
 pub use clamd::{CLAMD_BIN_ENV, ClamdServer, clamd_binary};
 pub use nats::{NatsServer, NatsServerOptions};

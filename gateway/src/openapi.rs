@@ -66,9 +66,26 @@ pub struct Bytes(#[allow(dead_code)] Vec<u8>);
 
 /// The document as checked in: pretty JSON with a final newline.
 pub fn document_json() -> String {
-    let mut text = ApiDocument::openapi().to_pretty_json().expect("the document always serializes");
+    let mut document = serde_json::to_value(ApiDocument::openapi()).expect("the document always serializes");
+    drop_unsigned_formats(&mut document);
+    let mut text = serde_json::to_string_pretty(&document).expect("a JSON value always serializes");
     text.push('\n');
     text
+}
+
+/// Unsigned integers keep their `minimum: 0` but lose utoipa's non-standard `u-int64`/`u-int32` formats. Without
+/// `non_strict_integers` they would be `int64`, which caps them at i64::MAX although the API takes any u64.
+fn drop_unsigned_formats(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(object) => {
+            if object.get("format").and_then(|format| format.as_str()).is_some_and(|format| format.starts_with("u-int")) {
+                object.remove("format");
+            }
+            object.values_mut().for_each(drop_unsigned_formats);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(drop_unsigned_formats),
+        _ => {}
+    }
 }
 
 /// Built once: the document never changes while the binary runs.

@@ -78,6 +78,7 @@ crate::records::json_record!(MediaRecord, MediaShareRecord, MediaJob);
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateMediaRequest {
     pub content_type: String,
+    #[schema(minimum = 1)]
     pub size: u64,
 }
 

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use crate::Timestamp;
 
 /// The push services Natter speaks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PushProvider {
     Fcm,
@@ -47,6 +47,7 @@ pub struct WebPushKeys {
 /// `POST /v1/devices/{device}/push`. `provider` stays a string so an unknown one gets a clear `invalid`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RegisterPushRequest {
+    #[schema(value_type = PushProvider)]
     pub provider: String,
     /// FCM registration token or APNs device token (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -7,6 +7,7 @@ use crate::{Body, ConversationKind, ErrorCode, Message, Role, Timestamp};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DevTokenRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub user: String,
 }
 
@@ -48,6 +49,7 @@ pub struct Conversation {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AddMemberRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub user: String,
 }
 
@@ -69,7 +71,9 @@ pub struct Inbox {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PostMessageRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub conversation_id: String,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub client_msg_id: String,
     pub body: Body,
 }
@@ -101,6 +105,7 @@ pub enum ReceiptKind {
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReceiptRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub conversation_id: String,
     pub seq: u64,
     pub kind: ReceiptKind,
@@ -143,6 +148,8 @@ pub struct TokenClaims {
 pub struct HistoryQuery {
     pub before: Option<u64>,
     pub after: Option<u64>,
+    /// Messages per page; 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 

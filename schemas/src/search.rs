@@ -15,8 +15,14 @@ pub const MAX_SEARCH_QUERY_CHARS: usize = 256;
 #[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct SearchQuery {
+    /// The words to search for (at most 256 characters once trimmed).
+    #[param(required = true)]
     pub q: Option<String>,
+    /// Only this conversation; absent = every conversation of the caller.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub conversation_id: Option<String>,
+    /// Hits per page; 20 when absent.
+    #[param(minimum = 1, maximum = 50)]
     pub limit: Option<u64>,
     /// Additive to PROTOCOL.md: the `next_cursor` of the previous page.
     pub cursor: Option<String>,
@@ -49,6 +55,7 @@ pub struct AnalyticsSearchRequest {
     pub conversation_ids: Option<Vec<String>>,
     /// Hits returned beside the aggregations (0 allowed).
     #[serde(default)]
+    #[schema(maximum = 100)]
     pub limit: Option<u64>,
 }
 

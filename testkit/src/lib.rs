@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Once;
 use std::time::Duration;
 
-pub use devservers::{ClamdServer, NatsServer, NatsServerOptions, RedisServer, RedisServerOptions};
+pub use devservers::{schemathesis_binary, ClamdServer, NatsServer, NatsServerOptions, RedisServer, RedisServerOptions};
 
 mod api;
 mod operations;

@@ -7,6 +7,7 @@ mod encrypted;
 mod idempotency;
 mod media;
 mod membership;
+mod openapi;
 mod operations_dashboards;
 mod operations_metrics;
 mod operations_process;
