@@ -48,9 +48,7 @@ pub async fn search(State(state): State<AppState>, Caller(caller): Caller, ApiQu
     }
     let cursor = query.cursor.as_deref().map(SearchCursor::parse).transpose()?;
     let offset = cursor.map_or(0, |cursor| cursor.offset);
-    if offset + limit > MAX_RESULT_WINDOW {
-        return Err(ApiError::invalid(format!("only the first {MAX_RESULT_WINDOW} results can be paged through; refine the query")));
-    }
+    check_result_window(offset, limit)?;
     let conversations = match query.conversation_id.as_deref() {
         Some(conversation) => {
             let conversation = parse_id("conversation_id", conversation)?;
@@ -125,6 +123,15 @@ fn analyst_conversations(scope: &AnalystScope, requested: Option<Vec<Id>>) -> Re
     }
 }
 
+/// A page must end inside the result window. Saturating: a forged cursor's offset near u64::MAX once overflowed
+/// (a panic that dropped the connection in debug builds).
+fn check_result_window(offset: u64, limit: u64) -> Result<(), ApiError> {
+    if offset.saturating_add(limit) > MAX_RESULT_WINDOW {
+        return Err(ApiError::invalid(format!("only the first {MAX_RESULT_WINDOW} results can be paged through; refine the query")));
+    }
+    Ok(())
+}
+
 fn check_query_length(q: &str) -> Result<(), ApiError> {
     if q.chars().count() > MAX_SEARCH_QUERY_CHARS {
         return Err(ApiError::invalid(format!("q is longer than {MAX_SEARCH_QUERY_CHARS} characters")));
@@ -191,6 +198,13 @@ mod tests {
         assert_eq!(SearchCursor::parse(&cursor.encode()), Ok(cursor));
         for garbage in ["", "1.2", "1.2.3.4", "a.b.c", "-1.2.3", "1.2.x"] {
             assert!(SearchCursor::parse(garbage).is_err(), "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn pages_end_inside_the_result_window() {
+        for (offset, limit, allowed) in [(0, 20, true), (980, 20, true), (981, 20, false), (u64::MAX, 1, false), (u64::MAX - 10, 50, false)] {
+            assert_eq!(check_result_window(offset, limit).is_ok(), allowed, "offset {offset}, limit {limit}");
         }
     }
 
