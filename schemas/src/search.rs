@@ -25,6 +25,7 @@ pub struct SearchQuery {
     #[param(minimum = 1, maximum = 50)]
     pub limit: Option<u64>,
     /// Additive to PROTOCOL.md: the `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]+\.[0-9]+\.-?[0-9]+$")]
     pub cursor: Option<String>,
 }
 

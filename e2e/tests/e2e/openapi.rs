@@ -10,7 +10,7 @@ use testkit::TestSystem;
 const SCHEMATHESIS_DEADLINE: Duration = Duration::from_secs(240);
 /// Test cases per operation and phase: enough to reach past validation into storage, small enough for a 2-core machine.
 const MAX_EXAMPLES: &str = "100";
-/// Fixed, so a failure reproduces; `NATTER_SCHEMATHESIS_SEED` explores other inputs.
+/// Fixed, so a failure reproduces; `NATTER_SCHEMATHESIS_SEED` (and `NATTER_SCHEMATHESIS_MAX_EXAMPLES`) explore further.
 const DEFAULT_SEED: &str = "20261130";
 
 /// What is checked on every response, and why the rest are left out:
@@ -38,6 +38,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_response() -> an
     std::fs::write(&config, config_toml(&group.id))?;
     let document = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
     let seed = std::env::var("NATTER_SCHEMATHESIS_SEED").unwrap_or_else(|_| DEFAULT_SEED.to_owned());
+    let max_examples = std::env::var("NATTER_SCHEMATHESIS_MAX_EXAMPLES").unwrap_or_else(|_| MAX_EXAMPLES.to_owned());
     let mut command = tokio::process::Command::new(&schemathesis);
     command
         .arg("--config-file")
@@ -47,7 +48,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_response() -> an
         .args(["--url", &system.http_url(0)])
         .args(["--header", &format!("Authorization: Bearer {token}")])
         .args(["--checks", CHECKS])
-        .args(["--workers", "1", "--max-examples", MAX_EXAMPLES, "--seed", &seed])
+        .args(["--workers", "1", "--max-examples", &max_examples, "--seed", &seed])
         .args(["--generation-database", "none", "--no-color"])
         // Reports and caches land in the temp dir, not the checkout.
         .current_dir(work.path())
@@ -68,7 +69,8 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_response() -> an
     Ok(())
 }
 
-/// Known-good values schemathesis mixes into what it generates, so authorised paths get exercised and not only `403`s.
+/// Values schemathesis mixes into what it generates: known-good ids, so authorised paths get exercised and not only
+/// `403`s, and edge cases it would not find by chance.
 fn config_toml(conversation: &str) -> String {
     format!(
         r#"[dictionaries.conversations]
@@ -77,12 +79,17 @@ values = ["{conversation}"]
 [dictionaries.users]
 values = ["bob", "carol"]
 
+# A forged cursor at the very top of u64: its offset plus the page size once overflowed.
+[dictionaries.cursors]
+values = ["18446744073709551615.0.0", "980.1.0"]
+
 [parameters]
 "path.id" = {{ dictionary = "conversations", probability = 0.5 }}
 "query.conversation_id" = {{ dictionary = "conversations", probability = 0.5 }}
 "body.conversation_id" = {{ dictionary = "conversations", probability = 0.5 }}
 "path.user" = {{ dictionary = "users", probability = 0.5 }}
 "body.user" = {{ dictionary = "users", probability = 0.5 }}
+"query.cursor" = {{ dictionary = "cursors", probability = 0.3 }}
 "#
     )
 }
