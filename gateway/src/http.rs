@@ -1,19 +1,19 @@
 //! The HTTP API of PROTOCOL.md: dev tokens, conversations and members, messages and history, media, push registration, search; plus the web client at `/`.
 
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use schemas::{
     AddMemberRequest, ConnectQuery, Conversation, ConversationKind, CreateConversationRequest, DevTokenRequest, HistoryPage, HistoryQuery,
-    Inbox, PostMessageRequest, PostMessageResponse, ReceiptRequest, TokenResponse,
+    ErrorBody, Inbox, PostMessageRequest, PostMessageResponse, ReceiptRequest, TokenResponse,
 };
 use store::{HistoryRequest, MAX_PAGE};
 use subjects::Id;
 
 use crate::api_error::{parse_id, ApiError};
-use crate::auth_extract::{ApiJson, Caller};
+use crate::auth_extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::receipts::apply_client_receipt;
 use crate::send::{require_member, send_message};
 use crate::state::AppState;
@@ -45,11 +45,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/media/{id}/upload", put(crate::media_upload::upload).layer(DefaultBodyLimit::disable()))
         .route("/v1/media/{id}/file", get(crate::media_download::file))
         .route("/v1/media/{id}/thumbnail", get(crate::media_download::thumbnail))
+        .route("/v1/openapi.json", get(crate::openapi::openapi_json))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }
 
+/// Development sign-in: a token for any user id, only when the server runs in dev mode.
+#[utoipa::path(post, path = "/v1/dev/token", tag = "auth", request_body = DevTokenRequest, responses(
+    (status = 200, description = "A token for the user", body = TokenResponse),
+    (status = 404, description = "`not_found`: the server is not in dev mode", body = ErrorBody),
+))]
 async fn dev_token(State(state): State<AppState>, ApiJson(request): ApiJson<DevTokenRequest>) -> Result<Json<TokenResponse>, ApiError> {
     if !state.config.dev_mode {
         return Err(ApiError::not_found("dev sign-in is only available in dev mode"));
@@ -58,6 +64,11 @@ async fn dev_token(State(state): State<AppState>, ApiJson(request): ApiJson<DevT
     Ok(Json(TokenResponse { token: state.auth.mint(&user) }))
 }
 
+/// The one direct conversation with another user (the same id every time), or a new group owned by the caller.
+#[utoipa::path(post, path = "/v1/conversations", tag = "conversations", security(("bearer" = [])), request_body = CreateConversationRequest, responses(
+    (status = 201, description = "The conversation", body = Conversation),
+    (status = 403, description = "`forbidden`: the caller or a member is in too many conversations", body = ErrorBody),
+))]
 async fn create_conversation(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -76,15 +87,28 @@ async fn create_conversation(
     Ok((StatusCode::CREATED, Json(conversation)))
 }
 
-async fn get_conversation(State(state): State<AppState>, Caller(caller): Caller, Path(id): Path<String>) -> Result<Json<Conversation>, ApiError> {
+/// One conversation the caller is a member of.
+#[utoipa::path(get, path = "/v1/conversations/{id}", tag = "conversations", security(("bearer" = [])), params(("id" = String, Path, description = "The conversation id", pattern = "^[A-Za-z0-9_-]{1,64}$")), responses(
+    (status = 200, description = "The conversation", body = Conversation),
+    (status = 400, description = "`invalid`: a bad conversation id", body = ErrorBody),
+    (status = 403, description = "`forbidden`: the caller is not a member", body = ErrorBody),
+    (status = 404, description = "`not_found`: no such conversation", body = ErrorBody),
+))]
+async fn get_conversation(State(state): State<AppState>, Caller(caller): Caller, ApiPath(id): ApiPath<String>) -> Result<Json<Conversation>, ApiError> {
     let conversation = parse_id("conversation id", &id)?;
     Ok(Json(state.conversations.get_for_member(&conversation, &caller).await?))
 }
 
+/// The group's owner adds a member.
+#[utoipa::path(post, path = "/v1/conversations/{id}/members", tag = "conversations", security(("bearer" = [])), params(("id" = String, Path, description = "The conversation id", pattern = "^[A-Za-z0-9_-]{1,64}$")), request_body = AddMemberRequest, responses(
+    (status = 200, description = "The conversation with its new member", body = Conversation),
+    (status = 403, description = "`forbidden`: the caller is not the owner, or the group is full", body = ErrorBody),
+    (status = 404, description = "`not_found`: no such conversation", body = ErrorBody),
+))]
 async fn add_member(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<AddMemberRequest>,
 ) -> Result<Json<Conversation>, ApiError> {
     let conversation = parse_id("conversation id", &id)?;
@@ -92,22 +116,42 @@ async fn add_member(
     Ok(Json(state.conversations.add_member(&conversation, &caller, &user).await?))
 }
 
-async fn remove_member(State(state): State<AppState>, Caller(caller): Caller, Path((id, user)): Path<(String, String)>) -> Result<StatusCode, ApiError> {
+/// The owner removes a member, or a member leaves.
+#[utoipa::path(delete, path = "/v1/conversations/{id}/members/{user}", tag = "conversations", security(("bearer" = [])), params(
+    ("id" = String, Path, description = "The conversation id", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+    ("user" = String, Path, description = "The member's user id", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+), responses(
+    (status = 204, description = "Removed"),
+    (status = 400, description = "`invalid`: a bad id, or leaving a direct conversation", body = ErrorBody),
+    (status = 403, description = "`forbidden`: only the owner removes others", body = ErrorBody),
+    (status = 404, description = "`not_found`: no such conversation or member", body = ErrorBody),
+))]
+async fn remove_member(State(state): State<AppState>, Caller(caller): Caller, ApiPath((id, user)): ApiPath<(String, String)>) -> Result<StatusCode, ApiError> {
     let conversation = parse_id("conversation id", &id)?;
     let user = parse_id("user", &user)?;
     state.conversations.remove_member(&conversation, &caller, &user).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The caller's inbox, newest activity first.
+#[utoipa::path(get, path = "/v1/conversations", tag = "conversations", security(("bearer" = [])), responses(
+    (status = 200, description = "The inbox", body = Inbox),
+))]
 async fn inbox(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<Inbox>, ApiError> {
     let conversations = state.conversations.inbox(&caller, &state.receipts).await?;
     Ok(Json(Inbox { conversations }))
 }
 
+/// Marks a conversation read or delivered up to `seq` for the caller's device.
+#[utoipa::path(post, path = "/v1/receipts", tag = "messages", security(("bearer" = [])), params(("device" = Option<String>, Query, description = "The sending device; `http` when absent", pattern = "^[A-Za-z0-9_-]{1,64}$")), request_body = ReceiptRequest, responses(
+    (status = 204, description = "Recorded"),
+    (status = 403, description = "`forbidden`: the caller is not a member", body = ErrorBody),
+    (status = 404, description = "`not_found`: no such conversation", body = ErrorBody),
+))]
 async fn post_receipt(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Query(query): Query<ConnectQuery>,
+    ApiQuery(query): ApiQuery<ConnectQuery>,
     ApiJson(request): ApiJson<ReceiptRequest>,
 ) -> Result<StatusCode, ApiError> {
     let device = parse_id("device", query.device.as_deref().unwrap_or("http"))?;
@@ -115,11 +159,18 @@ async fn post_receipt(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A page of a conversation's messages in ascending `seq`: the latest, or before or after a `seq`.
+#[utoipa::path(get, path = "/v1/conversations/{id}/messages", tag = "messages", security(("bearer" = [])), params(("id" = String, Path, description = "The conversation id", pattern = "^[A-Za-z0-9_-]{1,64}$"), HistoryQuery), responses(
+    (status = 200, description = "The page", body = HistoryPage),
+    (status = 400, description = "`invalid`: a bad id, limit, or both before and after", body = ErrorBody),
+    (status = 403, description = "`forbidden`: the caller is not a member", body = ErrorBody),
+    (status = 404, description = "`not_found`: no such conversation", body = ErrorBody),
+))]
 async fn history(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
-    Query(query): Query<HistoryQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryPage>, ApiError> {
     let conversation = parse_id("conversation id", &id)?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
@@ -137,11 +188,20 @@ async fn history(
     Ok(Json(HistoryPage { messages, has_more }))
 }
 
+/// Sends a message; the same `client_msg_id` again answers 200 with the original `seq` and stores nothing.
+#[utoipa::path(post, path = "/v1/messages", tag = "messages", security(("bearer" = [])), params(("device" = Option<String>, Query, description = "The sending device; `http` when absent", pattern = "^[A-Za-z0-9_-]{1,64}$")), request_body = PostMessageRequest, responses(
+    (status = 201, description = "Stored", body = PostMessageResponse),
+    (status = 200, description = "A resend of a stored message", body = PostMessageResponse),
+    (status = 403, description = "`forbidden`: the caller is not a member, or the media is someone else's", body = ErrorBody),
+    (status = 404, description = "`not_found`: no such conversation", body = ErrorBody),
+    (status = 422, description = "`content_refused`: refused by the content policy", body = ErrorBody),
+    (status = 429, description = "`rate_limited`, with `retry_after_ms` and `Retry-After`", body = ErrorBody),
+))]
 async fn post_message(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     Caller(caller): Caller,
-    Query(query): Query<ConnectQuery>,
+    ApiQuery(query): ApiQuery<ConnectQuery>,
     ApiJson(request): ApiJson<PostMessageRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
     let device = parse_id("device", query.device.as_deref().unwrap_or("http"))?;

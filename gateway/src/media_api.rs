@@ -1,17 +1,22 @@
 //! `POST /v1/media` (upload grants), `GET /v1/media/{id}` (metadata with signed URLs), and the media check of the send path.
 
-use axum::extract::{ConnectInfo, Path, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use schemas::{CreateMediaRequest, CreateMediaResponse, MediaInfo, MediaRecord, MediaShareRecord, MediaStatus};
+use schemas::{ErrorBody, CreateMediaRequest, CreateMediaResponse, MediaInfo, MediaRecord, MediaShareRecord, MediaStatus};
 use subjects::Id;
 use time::OffsetDateTime;
 
 use crate::api_error::{parse_id, ApiError};
-use crate::auth_extract::{ApiJson, Caller};
+use crate::auth_extract::{ApiJson, ApiPath, Caller};
 use crate::media_urls::{DownloadKind, UploadGrant};
 use crate::state::AppState;
 
+/// An upload grant: PUT the bytes to `upload_url` before `expires_at`.
+#[utoipa::path(post, path = "/v1/media", tag = "media", security(("bearer" = [])), request_body = CreateMediaRequest, responses(
+    (status = 201, description = "The grant", body = CreateMediaResponse),
+    (status = 429, description = "`rate_limited`, with `retry_after_ms` and `Retry-After`", body = ErrorBody),
+))]
 pub async fn create_upload(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
@@ -47,7 +52,13 @@ pub async fn create_upload(
     Ok((StatusCode::CREATED, Json(CreateMediaResponse { media_id: media.to_string(), upload_url, expires_at })))
 }
 
-pub async fn metadata(State(state): State<AppState>, Caller(caller): Caller, headers: HeaderMap, Path(id): Path<String>) -> Result<Json<MediaInfo>, ApiError> {
+/// A media's status, with signed, expiring download URLs once it is ready.
+#[utoipa::path(get, path = "/v1/media/{id}", tag = "media", security(("bearer" = [])), params(("id" = String, Path, description = "The media id", pattern = "^[A-Za-z0-9_-]{1,64}$")), responses(
+    (status = 200, description = "The media", body = MediaInfo),
+    (status = 400, description = "`invalid`: a bad media id", body = ErrorBody),
+    (status = 403, description = "`forbidden`: not the uploader nor a member of a conversation it was sent in (unknown media included)", body = ErrorBody),
+))]
+pub async fn metadata(State(state): State<AppState>, Caller(caller): Caller, headers: HeaderMap, ApiPath(id): ApiPath<String>) -> Result<Json<MediaInfo>, ApiError> {
     let media = parse_id("media id", &id)?;
     let record = readable_record(&state, &media, &caller).await?;
     let base = base_url(&state, &headers);

@@ -1,33 +1,54 @@
 //! Signed downloads of scanned media and thumbnails, cacheable: `ETag`, `Cache-Control: private, max-age`, `Range` → 206, `If-None-Match` → 304.
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use schemas::{DownloadGrantQuery, MediaStatus};
+use schemas::{DownloadGrantQuery, ErrorBody, MediaStatus};
 use time::OffsetDateTime;
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 
 use crate::api_error::{parse_id, ApiError};
+use crate::auth_extract::{ApiPath, ApiQuery};
 use crate::media_urls::DownloadKind;
 use crate::state::AppState;
 
 /// Downloads are read in object-store-sized chunks.
 const DOWNLOAD_CHUNK_BYTES: usize = 128 * 1024;
 
-pub async fn file(state: State<AppState>, id: Path<String>, query: Query<DownloadGrantQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// Downloads a scanned media through the signed URL `GET /v1/media/{id}` handed out.
+#[utoipa::path(get, path = "/v1/media/{id}/file", tag = "media", params(("id" = String, Path, description = "The media id", pattern = "^[A-Za-z0-9_-]{1,64}$"), DownloadGrantQuery), responses(
+    (status = 200, description = "The bytes, with `ETag` and `Cache-Control: private, max-age`", content_type = "application/octet-stream", body = crate::openapi::Bytes),
+    (status = 206, description = "The requested `Range`", content_type = "application/octet-stream", body = crate::openapi::Bytes),
+    (status = 304, description = "`If-None-Match` names the current `ETag`"),
+    (status = 400, description = "`invalid`: a bad media or reader id", body = ErrorBody),
+    (status = 403, description = "`forbidden`: a bad or expired signature, or the reader lost access", body = ErrorBody),
+    (status = 404, description = "`not_found`: not ready, or no thumbnail", body = ErrorBody),
+    (status = 416, description = "An unsatisfiable or multi-part `Range`"),
+))]
+pub async fn file(state: State<AppState>, id: ApiPath<String>, query: ApiQuery<DownloadGrantQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
     download(state, id, query, headers, DownloadKind::File).await
 }
 
-pub async fn thumbnail(state: State<AppState>, id: Path<String>, query: Query<DownloadGrantQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
+/// Downloads a media's thumbnail through the signed URL `GET /v1/media/{id}` handed out.
+#[utoipa::path(get, path = "/v1/media/{id}/thumbnail", tag = "media", params(("id" = String, Path, description = "The media id", pattern = "^[A-Za-z0-9_-]{1,64}$"), DownloadGrantQuery), responses(
+    (status = 200, description = "The bytes, with `ETag` and `Cache-Control: private, max-age`", content_type = "application/octet-stream", body = crate::openapi::Bytes),
+    (status = 206, description = "The requested `Range`", content_type = "application/octet-stream", body = crate::openapi::Bytes),
+    (status = 304, description = "`If-None-Match` names the current `ETag`"),
+    (status = 400, description = "`invalid`: a bad media or reader id", body = ErrorBody),
+    (status = 403, description = "`forbidden`: a bad or expired signature, or the reader lost access", body = ErrorBody),
+    (status = 404, description = "`not_found`: not ready, or no thumbnail", body = ErrorBody),
+    (status = 416, description = "An unsatisfiable or multi-part `Range`"),
+))]
+pub async fn thumbnail(state: State<AppState>, id: ApiPath<String>, query: ApiQuery<DownloadGrantQuery>, headers: HeaderMap) -> Result<Response, ApiError> {
     download(state, id, query, headers, DownloadKind::Thumbnail).await
 }
 
 async fn download(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(query): Query<DownloadGrantQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<DownloadGrantQuery>,
     headers: HeaderMap,
     kind: DownloadKind,
 ) -> Result<Response, ApiError> {

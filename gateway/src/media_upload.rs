@@ -5,24 +5,35 @@ use std::task::{Context, Poll};
 
 use async_nats::jetstream::object_store::ObjectMetadata;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use futures::TryStreamExt;
-use schemas::{MediaInfo, MediaRecord, MediaStatus, UploadGrantQuery};
+use schemas::{ErrorBody, MediaInfo, MediaRecord, MediaStatus, UploadGrantQuery};
 use subjects::Id;
 use time::OffsetDateTime;
 use tokio::io::{AsyncRead, ReadBuf};
 use tokio_util::io::StreamReader;
 
 use crate::api_error::{parse_id, ApiError};
+use crate::auth_extract::{ApiPath, ApiQuery};
 use crate::media_urls::UploadGrant;
 use crate::state::AppState;
 
+/// The signed `upload_url` of `POST /v1/media`: PUT exactly the granted number of bytes, once.
+#[utoipa::path(put, path = "/v1/media/{id}/upload", tag = "media", params(("id" = String, Path, description = "The media id", pattern = "^[A-Za-z0-9_-]{1,64}$"), UploadGrantQuery),
+    request_body(content = crate::openapi::Bytes, content_type = "application/octet-stream", description = "The file's bytes"),
+    responses(
+        (status = 201, description = "Stored in quarantine; scanning starts", body = MediaInfo),
+        (status = 400, description = "`invalid`: a bad id, fewer bytes than granted, or an interrupted upload", body = ErrorBody),
+        (status = 403, description = "`forbidden`: a bad or expired signature, or the URL was already used", body = ErrorBody),
+        (status = 413, description = "`too_large`: more bytes than granted", body = ErrorBody),
+    ),
+)]
 pub async fn upload(
     State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(query): Query<UploadGrantQuery>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(query): ApiQuery<UploadGrantQuery>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<MediaInfo>), ApiError> {

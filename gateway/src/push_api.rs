@@ -1,17 +1,17 @@
 //! Push registration (`POST`/`DELETE /v1/devices/{device}/push`), per-conversation mute and per-user do-not-disturb.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use base64::Engine as _;
 use schemas::{
-    ConversationSettings, ConversationSettingsRequest, NotificationSettings, PushProvider, PushRegistrationRecord, RegisterPushRequest,
+    ErrorBody, ConversationSettings, ConversationSettingsRequest, NotificationSettings, PushProvider, PushRegistrationRecord, RegisterPushRequest,
     WebPushSubscription,
 };
 use time::OffsetDateTime;
 
 use crate::api_error::{parse_id, ApiError};
-use crate::auth_extract::{ApiJson, Caller};
+use crate::auth_extract::{ApiJson, ApiPath, Caller};
 use crate::send::require_member;
 use crate::state::AppState;
 
@@ -24,10 +24,14 @@ const P256_UNCOMPRESSED_POINT_LENGTH: usize = 65;
 /// RFC 8291: the auth secret is 16 bytes.
 const WEB_PUSH_AUTH_SECRET_LENGTH: usize = 16;
 
+/// Registers (or replaces) how to reach one of the caller's devices: an FCM or APNs token, or a Web Push subscription.
+#[utoipa::path(post, path = "/v1/devices/{device}/push", tag = "push", security(("bearer" = [])), params(("device" = String, Path, description = "The device id", pattern = "^[A-Za-z0-9_-]{1,64}$")), request_body = RegisterPushRequest, responses(
+    (status = 204, description = "Registered"),
+))]
 pub async fn register(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(device): Path<String>,
+    ApiPath(device): ApiPath<String>,
     ApiJson(request): ApiJson<RegisterPushRequest>,
 ) -> Result<StatusCode, ApiError> {
     let device = parse_id("device", &device)?;
@@ -36,16 +40,27 @@ pub async fn register(
     Ok(StatusCode::NO_CONTENT)
 }
 
-pub async fn unregister(State(state): State<AppState>, Caller(caller): Caller, Path(device): Path<String>) -> Result<StatusCode, ApiError> {
+/// Forgets a device's push registration.
+#[utoipa::path(delete, path = "/v1/devices/{device}/push", tag = "push", security(("bearer" = [])), params(("device" = String, Path, description = "The device id", pattern = "^[A-Za-z0-9_-]{1,64}$")), responses(
+    (status = 204, description = "Unregistered (or was not registered)"),
+    (status = 400, description = "`invalid`: a bad device id", body = ErrorBody),
+))]
+pub async fn unregister(State(state): State<AppState>, Caller(caller): Caller, ApiPath(device): ApiPath<String>) -> Result<StatusCode, ApiError> {
     let device = parse_id("device", &device)?;
     state.push.unregister(&caller, &device).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Mutes a conversation's notifications until a time; `null` or absent unmutes.
+#[utoipa::path(put, path = "/v1/conversations/{id}/settings", tag = "push", security(("bearer" = [])), params(("id" = String, Path, description = "The conversation id", pattern = "^[A-Za-z0-9_-]{1,64}$")), request_body = ConversationSettingsRequest, responses(
+    (status = 200, description = "The conversation's settings", body = ConversationSettings),
+    (status = 403, description = "`forbidden`: the caller is not a member", body = ErrorBody),
+    (status = 404, description = "`not_found`: no such conversation", body = ErrorBody),
+))]
 pub async fn conversation_settings(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
     ApiJson(request): ApiJson<ConversationSettingsRequest>,
 ) -> Result<Json<ConversationSettings>, ApiError> {
     let conversation = parse_id("conversation id", &id)?;
@@ -54,6 +69,10 @@ pub async fn conversation_settings(
     Ok(Json(ConversationSettings { conversation_id: conversation.to_string(), muted_until: request.muted_until }))
 }
 
+/// Do-not-disturb for every conversation until a time; `null` or absent ends it.
+#[utoipa::path(put, path = "/v1/settings/notifications", tag = "push", security(("bearer" = [])), request_body = NotificationSettings, responses(
+    (status = 200, description = "The settings", body = NotificationSettings),
+))]
 pub async fn notification_settings(
     State(state): State<AppState>,
     Caller(caller): Caller,
@@ -63,6 +82,10 @@ pub async fn notification_settings(
     Ok(Json(request))
 }
 
+/// The caller's do-not-disturb.
+#[utoipa::path(get, path = "/v1/settings/notifications", tag = "push", security(("bearer" = [])), responses(
+    (status = 200, description = "The settings", body = NotificationSettings),
+))]
 pub async fn get_notification_settings(State(state): State<AppState>, Caller(caller): Caller) -> Result<Json<NotificationSettings>, ApiError> {
     Ok(Json(NotificationSettings { do_not_disturb_until: state.push.do_not_disturb(&caller).await? }))
 }

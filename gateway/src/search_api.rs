@@ -6,18 +6,17 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::Json;
 use schemas::{
-    AnalyticsSearchRequest, AnalyticsSearchResponse, SearchAuditRecord, SearchQuery, SearchResponse, SearchServiceReply, SearchServiceRequest,
+    ErrorBody, AnalyticsSearchRequest, AnalyticsSearchResponse, SearchAuditRecord, SearchQuery, SearchResponse, SearchServiceReply, SearchServiceRequest,
     MAX_SEARCH_QUERY_CHARS,
 };
 use subjects::Id;
 
 use crate::api_error::{parse_id, ApiError};
 use crate::auth::AnalystScope;
-use crate::auth_extract::{Analyst, ApiJson, Caller};
+use crate::auth_extract::{Analyst, ApiJson, ApiQuery, Caller};
 use crate::send::require_member;
 use crate::state::AppState;
 
@@ -30,8 +29,14 @@ const MAX_ANALYST_HITS: u64 = 100;
 /// A search that takes longer is answered `unavailable`.
 const SEARCH_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub async fn search(State(state): State<AppState>, Caller(caller): Caller, query: Result<Query<SearchQuery>, QueryRejection>) -> Result<Json<SearchResponse>, ApiError> {
-    let Query(query) = query.map_err(|rejection| ApiError::invalid(rejection.body_text()))?;
+/// Searches the conversations the caller is a member of (or one of them); pages with `cursor`.
+#[utoipa::path(get, path = "/v1/search", tag = "search", security(("bearer" = [])), params(SearchQuery), responses(
+    (status = 200, description = "Hits, best first", body = SearchResponse),
+    (status = 400, description = "`invalid`: no `q`, a bad limit, cursor or id, or nothing searchable", body = ErrorBody),
+    (status = 403, description = "`forbidden`: the caller is not a member of `conversation_id`", body = ErrorBody),
+    (status = 404, description = "`not_found`: no such conversation", body = ErrorBody),
+))]
+pub async fn search(State(state): State<AppState>, Caller(caller): Caller, ApiQuery(query): ApiQuery<SearchQuery>) -> Result<Json<SearchResponse>, ApiError> {
     let q = query.q.as_deref().map(str::trim).unwrap_or_default();
     if q.is_empty() {
         return Err(ApiError::invalid("q is required: the words to search for"));
@@ -43,9 +48,7 @@ pub async fn search(State(state): State<AppState>, Caller(caller): Caller, query
     }
     let cursor = query.cursor.as_deref().map(SearchCursor::parse).transpose()?;
     let offset = cursor.map_or(0, |cursor| cursor.offset);
-    if offset + limit > MAX_RESULT_WINDOW {
-        return Err(ApiError::invalid(format!("only the first {MAX_RESULT_WINDOW} results can be paged through; refine the query")));
-    }
+    check_result_window(offset, limit)?;
     let conversations = match query.conversation_id.as_deref() {
         Some(conversation) => {
             let conversation = parse_id("conversation_id", conversation)?;
@@ -73,6 +76,11 @@ pub async fn search(State(state): State<AppState>, Caller(caller): Caller, query
     Ok(Json(SearchResponse { hits: reply.hits, next_cursor }))
 }
 
+/// Analysts only: hits and counts per day, conversation and sender over the token's scope; every query is audited first.
+#[utoipa::path(post, path = "/v1/analytics/search", tag = "search", security(("bearer" = [])), request_body = AnalyticsSearchRequest, responses(
+    (status = 200, description = "Hits and aggregations", body = AnalyticsSearchResponse),
+    (status = 403, description = "`forbidden`: not an analyst's token, or a conversation outside its scope", body = ErrorBody),
+))]
 pub async fn analytics_search(
     State(state): State<AppState>,
     Analyst { user, scope }: Analyst,
@@ -113,6 +121,15 @@ fn analyst_conversations(scope: &AnalystScope, requested: Option<Vec<Id>>) -> Re
             Ok(Some(requested))
         }
     }
+}
+
+/// A page must end inside the result window. Saturating: a forged cursor's offset near u64::MAX once overflowed
+/// (a panic that dropped the connection in debug builds).
+fn check_result_window(offset: u64, limit: u64) -> Result<(), ApiError> {
+    if offset.saturating_add(limit) > MAX_RESULT_WINDOW {
+        return Err(ApiError::invalid(format!("only the first {MAX_RESULT_WINDOW} results can be paged through; refine the query")));
+    }
+    Ok(())
 }
 
 fn check_query_length(q: &str) -> Result<(), ApiError> {
@@ -181,6 +198,13 @@ mod tests {
         assert_eq!(SearchCursor::parse(&cursor.encode()), Ok(cursor));
         for garbage in ["", "1.2", "1.2.3.4", "a.b.c", "-1.2.3", "1.2.x"] {
             assert!(SearchCursor::parse(garbage).is_err(), "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn pages_end_inside_the_result_window() {
+        for (offset, limit, allowed) in [(0, 20, true), (980, 20, true), (981, 20, false), (u64::MAX, 1, false), (u64::MAX - 10, 50, false)] {
+            assert_eq!(check_result_window(offset, limit).is_ok(), allowed, "offset {offset}, limit {limit}");
         }
     }
 

@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use fastwebsockets::{Frame, OpCode, Payload, WebSocket, WebSocketError, WebSocketRead, WebSocketWrite};
 use hyper_util::rt::TokioIo;
-use schemas::ConnectQuery;
+use schemas::{ConnectQuery, ErrorBody};
 use subjects::Id;
 use tokio::io::{ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::api_error::{parse_id, ApiError};
-use crate::auth_extract::bearer_token;
+use crate::auth_extract::{bearer_token, ApiQuery};
 use crate::delivery_hub::{AttachError, ConnectionId, DeviceAttachment};
 use crate::heartbeat::{ActivityClock, SILENT_INTERVALS_BEFORE_TIMEOUT};
 use crate::outbound::{close_codes, Outbound};
@@ -40,15 +40,27 @@ const WRITER_DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
 /// Longest a new connection waits for Redis to register its device before it is served anyway.
 const PRESENCE_REGISTRATION_PATIENCE: Duration = Duration::from_secs(1);
 
+/// Opens the WebSocket; the frames it then carries are in PROTOCOL.md. The token is checked before the upgrade.
+#[utoipa::path(get, path = "/v1/ws", tag = "realtime", security(("bearer" = [])), params(
+    ("token" = Option<String>, Query, description = "The JWT, for browsers that cannot set `Authorization` on a WebSocket"),
+    ("device" = Option<String>, Query, description = "A stable device id; absent means a fresh one", pattern = "^[A-Za-z0-9_-]{1,64}$"),
+    ("resume" = Option<String>, Query, description = "`1` or `true`: the first frame will be `sync`, and live messages wait for its answer"),
+), responses(
+    (status = 101, description = "Switched to the WebSocket protocol"),
+    (status = 400, description = "`invalid`: a bad device id, or not a WebSocket upgrade request", body = ErrorBody),
+    (status = 429, description = "`rate_limited`, with `retry_after_ms` and `Retry-After`", body = ErrorBody),
+))]
 pub async fn upgrade(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Query(query): Query<ConnectQuery>,
+    ApiQuery(query): ApiQuery<ConnectQuery>,
     headers: HeaderMap,
-    incoming: fastwebsockets::upgrade::IncomingUpgrade,
+    incoming: Result<fastwebsockets::upgrade::IncomingUpgrade, hyper::StatusCode>,
 ) -> Result<Response, ApiError> {
     let token = bearer_token(&headers).or(query.token.clone()).ok_or_else(|| ApiError::unauthorized("missing token"))?;
     let user = state.auth.verify(&token)?;
+    // Checked after the token, so a client without one learns that first, as PROTOCOL.md promises.
+    let incoming = incoming.map_err(|_| ApiError::invalid("not a WebSocket upgrade: send Upgrade: websocket, Sec-WebSocket-Key and Sec-WebSocket-Version: 13"))?;
     state.rate_limiter.check(LimitedAction::Connect, &user, peer.ip()).await?;
     let device = match &query.device {
         Some(device) => parse_id("device", device)?,

@@ -1,11 +1,12 @@
 //! Media: the stored record and share marker, the upload job, the HTTP bodies and the signed-URL query.
 
 use serde::{Deserialize, Serialize};
+use utoipa::{ToSchema, IntoParams};
 
 use crate::Timestamp;
 
 /// Where an upload stands. `uploading` is internal (a PUT is streaming); clients see it as `pending`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MediaStatus {
     Uploading,
@@ -25,7 +26,7 @@ impl MediaStatus {
 }
 
 /// A served thumbnail's shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ThumbnailInfo {
     pub width: u32,
     pub height: u32,
@@ -74,23 +75,25 @@ pub struct MediaJob {
 crate::records::json_record!(MediaRecord, MediaShareRecord, MediaJob);
 
 /// `POST /v1/media`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateMediaRequest {
     pub content_type: String,
+    #[schema(minimum = 1)]
     pub size: u64,
 }
 
 /// Reply to `POST /v1/media`: PUT the bytes to `upload_url` before `expires_at`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateMediaResponse {
     pub media_id: String,
     pub upload_url: String,
+    #[schema(value_type = String, format = DateTime)]
     #[serde(with = "time::serde::rfc3339")]
     pub expires_at: Timestamp,
 }
 
 /// `GET /v1/media/{id}`: `url` and `thumbnail_url` are signed and expire; present once ready.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct MediaInfo {
     pub media_id: String,
     pub status: MediaStatus,
@@ -107,7 +110,8 @@ pub struct MediaInfo {
 }
 
 /// Query of a signed upload URL: the grant itself, so the gateway keeps no state until the PUT.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct UploadGrantQuery {
     pub uploader: String,
     pub size: u64,
@@ -119,7 +123,8 @@ pub struct UploadGrantQuery {
 }
 
 /// Query of a signed download URL: issued to one reader, whose access is checked again at download time.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct DownloadGrantQuery {
     pub reader: String,
     /// Unix seconds.

@@ -1,24 +1,26 @@
 //! A chat message as clients see it, and the rules a message body must follow.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::Timestamp;
 
 /// One message of a conversation; `seq` is gapless per conversation (1, 2, 3 …).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Message {
     pub conversation_id: String,
     pub seq: u64,
     pub client_msg_id: String,
     pub sender: String,
     pub sender_device: String,
+    #[schema(value_type = String, format = DateTime)]
     #[serde(with = "time::serde::rfc3339")]
     pub sent_at: Timestamp,
     pub body: Body,
 }
 
 /// `{"text"}`, `{"media_id","text"?}` or `{"ciphertext"}`; unknown fields are ignored.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Body {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,

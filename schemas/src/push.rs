@@ -1,11 +1,12 @@
 //! Push notifications: registration and settings bodies and records, the push job, and the notification payload devices receive.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::Timestamp;
 
 /// The push services Natter speaks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PushProvider {
     Fcm,
@@ -30,22 +31,23 @@ impl PushProvider {
 }
 
 /// A browser's `PushSubscription.toJSON()` (other fields, such as `expirationTime`, are ignored).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WebPushSubscription {
     pub endpoint: String,
     pub keys: WebPushKeys,
 }
 
 /// The subscription's P-256 public key and auth secret, unpadded base64url as browsers give them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct WebPushKeys {
     pub p256dh: String,
     pub auth: String,
 }
 
 /// `POST /v1/devices/{device}/push`. `provider` stays a string so an unknown one gets a clear `invalid`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct RegisterPushRequest {
+    #[schema(value_type = PushProvider)]
     pub provider: String,
     /// FCM registration token or APNs device token (hex).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -69,23 +71,26 @@ pub struct PushRegistrationRecord {
 }
 
 /// `PUT /v1/conversations/{id}/settings`; `null` or absent unmutes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ConversationSettingsRequest {
+    #[schema(value_type = Option<String>, format = DateTime)]
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub muted_until: Option<Timestamp>,
 }
 
 /// The answer to `PUT /v1/conversations/{id}/settings`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ConversationSettings {
     pub conversation_id: String,
+    #[schema(value_type = Option<String>, format = DateTime)]
     #[serde(with = "time::serde::rfc3339::option")]
     pub muted_until: Option<Timestamp>,
 }
 
 /// `PUT /v1/settings/notifications` and its answer; `null` or absent ends do-not-disturb.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NotificationSettings {
+    #[schema(value_type = Option<String>, format = DateTime)]
     #[serde(default, with = "time::serde::rfc3339::option")]
     pub do_not_disturb_until: Option<Timestamp>,
 }

@@ -1,20 +1,22 @@
 //! Request and response bodies of the HTTP API.
 
 use serde::{Deserialize, Serialize};
+use utoipa::{ToSchema, IntoParams};
 
 use crate::{Body, ConversationKind, ErrorCode, Message, Role, Timestamp};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DevTokenRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub user: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct TokenResponse {
     pub token: String,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct CreateConversationRequest {
     pub kind: ConversationKind,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -26,30 +28,32 @@ pub struct CreateConversationRequest {
     pub encrypted: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Member {
     pub user: String,
     pub role: Role,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Conversation {
     pub id: String,
     pub kind: ConversationKind,
     pub title: Option<String>,
     pub members: Vec<Member>,
+    #[schema(value_type = String, format = DateTime)]
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: Timestamp,
     #[serde(default)]
     pub encrypted: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct AddMemberRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub user: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct InboxEntry {
     pub id: String,
     pub kind: ConversationKind,
@@ -60,50 +64,54 @@ pub struct InboxEntry {
     pub encrypted: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Inbox {
     pub conversations: Vec<InboxEntry>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PostMessageRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub conversation_id: String,
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub client_msg_id: String,
     pub body: Body,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct PostMessageResponse {
     pub conversation_id: String,
     pub seq: u64,
     pub client_msg_id: String,
+    #[schema(value_type = String, format = DateTime)]
     #[serde(with = "time::serde::rfc3339")]
     pub sent_at: Timestamp,
     /// Additive to PROTOCOL.md: true when this was a resend (also signalled by status 200).
     pub duplicate: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct HistoryPage {
     pub messages: Vec<Message>,
     pub has_more: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ReceiptKind {
     Read,
     Delivered,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct ReceiptRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub conversation_id: String,
     pub seq: u64,
     pub kind: ReceiptKind,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     pub code: ErrorCode,
     pub message: String,
@@ -112,7 +120,7 @@ pub struct ErrorDetail {
 }
 
 /// `{"error":{"code","message"}}`, the body of every HTTP error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
@@ -135,10 +143,13 @@ pub struct TokenClaims {
 }
 
 /// Query of `GET /v1/conversations/{id}/messages`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryQuery {
     pub before: Option<u64>,
     pub after: Option<u64>,
+    /// Messages per page; 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }
 

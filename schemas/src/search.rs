@@ -1,6 +1,7 @@
 //! Search on the wire and on disk: `GET /v1/search`, the analysts' endpoint, the indexer's request/reply records, its commit payload and the audit record.
 
 use serde::{Deserialize, Serialize};
+use utoipa::{ToSchema, IntoParams};
 
 use crate::records::json_record;
 use crate::{ErrorDetail, Message, Timestamp};
@@ -11,16 +12,24 @@ pub const ANALYST_ROLE: &str = "analyst";
 pub const MAX_SEARCH_QUERY_CHARS: usize = 256;
 
 /// Query of `GET /v1/search`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchQuery {
+    /// The words to search for (at most 256 characters once trimmed).
+    #[param(required = true)]
     pub q: Option<String>,
+    /// Only this conversation; absent = every conversation of the caller.
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub conversation_id: Option<String>,
+    /// Hits per page; 20 when absent.
+    #[param(minimum = 1, maximum = 50)]
     pub limit: Option<u64>,
     /// Additive to PROTOCOL.md: the `next_cursor` of the previous page.
+    #[param(pattern = r"^[0-9]+\.[0-9]+\.-?[0-9]+$")]
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SearchHit {
     /// The same message object history and `message` frames carry.
     pub message: Message,
@@ -29,7 +38,7 @@ pub struct SearchHit {
 }
 
 /// `{"hits":[{"message","highlight"}]}`, plus (additive) `next_cursor` when there may be more.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SearchResponse {
     pub hits: Vec<SearchHit>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -37,7 +46,7 @@ pub struct SearchResponse {
 }
 
 /// Body of `POST /v1/analytics/search`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 pub struct AnalyticsSearchRequest {
     /// Absent or empty: every indexed message in scope.
     #[serde(default)]
@@ -47,30 +56,31 @@ pub struct AnalyticsSearchRequest {
     pub conversation_ids: Option<Vec<String>>,
     /// Hits returned beside the aggregations (0 allowed).
     #[serde(default)]
+    #[schema(maximum = 100)]
     pub limit: Option<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct DayCount {
     /// `YYYY-MM-DD`, UTC.
     pub day: String,
     pub count: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ConversationCount {
     pub conversation_id: String,
     pub count: u64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SenderCount {
     pub sender: String,
     pub count: u64,
 }
 
 /// Message counts for one query: in total, per UTC day (ascending), per conversation and per sender (descending).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SearchAggregations {
     pub total: u64,
     pub per_day: Vec<DayCount>,
@@ -78,7 +88,7 @@ pub struct SearchAggregations {
     pub per_sender: Vec<SenderCount>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct AnalyticsSearchResponse {
     pub hits: Vec<SearchHit>,
     pub aggregations: SearchAggregations,

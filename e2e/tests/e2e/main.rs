@@ -11,6 +11,7 @@ mod media;
 mod membership;
 mod messaging;
 mod nats_permissions;
+mod openapi;
 mod operations_dashboards;
 mod operations_metrics;
 mod operations_process;
