@@ -21,8 +21,9 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Keys of the checked-in node configs that the tests must own: nats-server refuses `store_dir` from the
 /// file and `-sd` together, and the file's `http` binds monitoring to 0.0.0.0 on a fixed port, which
-/// no flag can move back to loopback (`-m` sets only the port).
-const KEYS_THE_TESTS_OWN: &[&str] = &["store_dir", "http"];
+/// no flag can move back to loopback (`-m` sets only the port). `include` brings in `users.conf`: the
+/// cluster tests run without NATS users (least privilege is tested on one node, in `nats_permissions`).
+const KEYS_THE_TESTS_OWN: &[&str] = &["store_dir", "http", "include"];
 
 /// Three nats-server nodes of the cluster `natter`, as `nats-config/` defines them, on free loopback ports.
 ///
@@ -350,7 +351,7 @@ fn without_keys(config: &str, keys: &[&str]) -> String {
                 .next()
                 .unwrap_or_default();
             match keys.contains(&key) {
-                true => format!("# (set by the test's flags) {line}\n"),
+                true => format!("# (left to the test) {line}\n"),
                 false => format!("{line}\n"),
             }
         })
@@ -373,11 +374,11 @@ mod tests {
     fn drops_only_the_keys_the_tests_own() {
         check(
             "http: 0.0.0.0:8222\nhttps: 1\njetstream {\n  store_dir: \"/data/nats\"\n}\n",
-            "# (set by the test's flags) http: 0.0.0.0:8222\nhttps: 1\njetstream {\n# (set by the test's flags)   store_dir: \"/data/nats\"\n}\n",
+            "# (left to the test) http: 0.0.0.0:8222\nhttps: 1\njetstream {\n# (left to the test)   store_dir: \"/data/nats\"\n}\n",
         );
         check(
             "http_port = 8222\nhttp = 8222\n",
-            "http_port = 8222\n# (set by the test's flags) http = 8222\n",
+            "http_port = 8222\n# (left to the test) http = 8222\n",
         );
     }
 }
