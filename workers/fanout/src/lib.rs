@@ -71,7 +71,7 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
         .create_consumer(subjects::fanout_consumer_config(config.ack_wait))
         .await
         .context("failed to open the fanout consumer")?;
-    let mut messages = consumer.messages().await.context("failed to pull from the fanout consumer")?;
+    let mut messages = store::open_pull_messages(&consumer).await.context("failed to pull from the fanout consumer")?;
     let (push, registered_users_task) = match &config.redis_url {
         Some(url) => {
             let push = store::retry_at_startup("provision push storage", || store::PushStorage::provision(nats.clone(), &config.storage)).await.context("failed to provision push storage")?;
@@ -99,7 +99,7 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
         let message = match next {
             Some(Ok(message)) => message,
             Some(Err(error)) => {
-                tracing::warn!(%error, "fanout pull error");
+                store::recover_pull_messages(&consumer, &mut messages, &error, "fanout").await;
                 continue;
             }
             None => break,

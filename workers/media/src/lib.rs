@@ -86,7 +86,7 @@ pub async fn run(config: MediaWorkerConfig, nats: async_nats::Client, shutdown: 
     let media = store::retry_at_startup("provision media storage", || MediaStorage::provision(nats.clone(), &config.storage)).await.context("failed to provision media storage")?;
     let stream = media.jetstream.get_stream(subjects::MEDIA_JOBS_STREAM).await.context("failed to open the media job stream")?;
     let consumer = stream.create_consumer(subjects::media_consumer_config(config.ack_wait)).await.context("failed to open the media consumer")?;
-    let mut messages = consumer.messages().await.context("failed to pull from the media consumer")?;
+    let mut messages = store::open_pull_messages(&consumer).await.context("failed to pull from the media consumer")?;
     let worker = job::JobRunner {
         nats: nats.clone(),
         media,
@@ -108,7 +108,7 @@ pub async fn run(config: MediaWorkerConfig, nats: async_nats::Client, shutdown: 
         let message = match next {
             Some(Ok(message)) => message,
             Some(Err(error)) => {
-                tracing::warn!(%error, "media pull error");
+                store::recover_pull_messages(&consumer, &mut messages, &error, "media").await;
                 continue;
             }
             None => break,

@@ -58,7 +58,7 @@ pub async fn run_with_metrics(config: PushWorkerConfig, nats: async_nats::Client
         .create_consumer(subjects::push_consumer_config(config.ack_wait, max_deliver))
         .await
         .context("failed to open the push consumer")?;
-    let mut messages = consumer.messages().await.context("failed to pull from the push consumer")?;
+    let mut messages = store::open_pull_messages(&consumer).await.context("failed to pull from the push consumer")?;
     let runner = Arc::new(job::JobRunner {
         push: push.clone(),
         reader: LogReader::new(storage.clone()),
@@ -98,7 +98,7 @@ pub async fn run_with_metrics(config: PushWorkerConfig, nats: async_nats::Client
         let message = match next {
             Some(Ok(message)) => message,
             Some(Err(error)) => {
-                tracing::warn!(%error, "push pull error");
+                store::recover_pull_messages(&consumer, &mut messages, &error, "push").await;
                 continue;
             }
             None => break,
