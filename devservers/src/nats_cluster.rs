@@ -9,8 +9,8 @@ use tokio::time::Instant;
 
 use crate::nats::{NatsServer, NatsServerOptions, RouteOptions};
 use crate::nats_monitoring::{
-    get_json, http_get, meta_leader_name, routed_server_names, stream_leader_name,
-    stream_message_count,
+    consumer_leader_name, get_json, http_get, meta_leader_name, routed_server_names,
+    stream_leader_name, stream_message_count,
 };
 use crate::tcp_proxy::TcpProxy;
 
@@ -272,6 +272,18 @@ impl NatsCluster {
     pub async fn stream_leader(&self, stream: &str) -> anyhow::Result<Option<usize>> {
         self.agreed_leader("/jsz?streams=true", |jsz| stream_leader_name(jsz, stream))
             .await
+    }
+
+    /// The leader of the durable `consumer` of `stream`, if every reachable node names the same reachable one.
+    pub async fn consumer_leader(
+        &self,
+        stream: &str,
+        consumer: &str,
+    ) -> anyhow::Result<Option<usize>> {
+        self.agreed_leader("/jsz?consumers=true", |jsz| {
+            consumer_leader_name(jsz, stream, consumer)
+        })
+        .await
     }
 
     /// How many messages `node`'s own replica of `stream` holds (it may lag the leader).

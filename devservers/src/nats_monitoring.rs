@@ -76,6 +76,23 @@ pub(crate) fn stream_leader_name(jsz: &serde_json::Value, stream: &str) -> Optio
     (!leader.is_empty()).then(|| leader.to_owned())
 }
 
+/// A durable consumer's leader as this node sees it, from `/jsz?consumers=true`.
+pub(crate) fn consumer_leader_name(
+    jsz: &serde_json::Value,
+    stream: &str,
+    consumer: &str,
+) -> Option<String> {
+    let leader = stream_detail(jsz, stream)?
+        .get("consumer_detail")?
+        .as_array()?
+        .iter()
+        .find(|detail| detail.get("name").and_then(serde_json::Value::as_str) == Some(consumer))?
+        .get("cluster")?
+        .get("leader")?
+        .as_str()?;
+    (!leader.is_empty()).then(|| leader.to_owned())
+}
+
 /// How many messages this node's replica of a stream holds, from `/jsz?streams=true`.
 pub(crate) fn stream_message_count(jsz: &serde_json::Value, stream: &str) -> Option<u64> {
     stream_detail(jsz, stream)?
@@ -97,7 +114,10 @@ fn stream_detail<'a>(jsz: &'a serde_json::Value, stream: &str) -> Option<&'a ser
 mod tests {
     use serde_json::json;
 
-    use super::{meta_leader_name, routed_server_names, stream_leader_name, stream_message_count};
+    use super::{
+        consumer_leader_name, meta_leader_name, routed_server_names, stream_leader_name,
+        stream_message_count,
+    };
 
     #[test]
     fn reads_routes_and_leaders() {
@@ -120,11 +140,17 @@ mod tests {
             {"name": "$SYS"},
             {"name": "$G", "stream_detail": [
                 {"name": "OTHER", "cluster": {"leader": "n1"}},
-                {"name": "MESSAGES", "cluster": {"leader": "n3"}, "state": {"messages": 7}}
+                {"name": "MESSAGES", "cluster": {"leader": "n3"}, "state": {"messages": 7},
+                 "consumer_detail": [{"name": "fanout", "cluster": {"leader": "n1"}}]}
             ]}
         ]});
         assert_eq!(stream_leader_name(&jsz, "MESSAGES").as_deref(), Some("n3"));
         assert_eq!(stream_message_count(&jsz, "MESSAGES"), Some(7));
         assert_eq!(stream_leader_name(&jsz, "MISSING"), None);
+        assert_eq!(
+            consumer_leader_name(&jsz, "MESSAGES", "fanout").as_deref(),
+            Some("n1")
+        );
+        assert_eq!(consumer_leader_name(&jsz, "MESSAGES", "other"), None);
     }
 }

@@ -51,3 +51,28 @@ async fn a_resend_after_a_crash_between_pub_ack_and_records_is_recognised() -> a
     assert_eq!(alice.send_text_ok(&group.id, "m3", "three").await?.seq, 3, "and the log goes on gapless");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_resend_repairs_the_history_index_when_only_the_idempotency_record_was_written() -> anyhow::Result<()> {
+    // As when a NATS node is lost between the two side-by-side record writes (found by cluster_faults).
+    let system = TestSystem::start().await?;
+    let alice = system.api(0, "alice");
+    let group = alice.create_group("half written", &["bob"]).await?;
+    alice.send_text_ok(&group.id, "m1", "one").await?;
+    let original = alice.send_text_ok(&group.id, "m2", "two").await?;
+    let jetstream = jetstream::new(system.connect_nats().await?);
+    let index = jetstream.get_key_value(subjects::MESSAGE_INDEX_BUCKET).await?;
+    index.purge(subjects::message_index_key(&subjects::Id::parse(&group.id)?, original.seq)).await?;
+    // Far enough from the tail that history no longer finds m2 by walking back from it.
+    const LATER: u64 = 70;
+    for index in 3..3 + LATER {
+        alice.send_text_ok(&group.id, &format!("m{index}"), "later").await?;
+    }
+
+    let (status, resent) = alice.send_text(&group.id, "m2", "two").await?;
+    assert_eq!(status, StatusCode::OK, "{resent}");
+    assert_eq!(resent["seq"], serde_json::json!(original.seq));
+    let page = alice.history(&group.id, "after=0&limit=200").await?;
+    assert_eq!(page.messages.iter().map(|message| message.seq).collect::<Vec<_>>(), (1..3 + LATER).collect::<Vec<_>>(), "history has no hole at m2");
+    Ok(())
+}
