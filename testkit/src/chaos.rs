@@ -352,16 +352,7 @@ impl DeviceRun {
         );
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            if !self.device.is_connected()
-                && connect_somewhere(
-                    &mut self.device,
-                    &self.urls,
-                    &mut self.gateway,
-                    &self.give_up,
-                )
-                .await
-                .is_err()
-            {
+            if !self.ensure_connected().await {
                 break;
             }
             tokio::select! {
@@ -378,6 +369,11 @@ impl DeviceRun {
         self.device
     }
 
+    /// Reconnects (anywhere) if the socket is gone; false if no gateway took the device before giving up.
+    async fn ensure_connected(&mut self) -> bool {
+        self.device.is_connected() || connect_somewhere(&mut self.device, &self.urls, &mut self.gateway, &self.give_up).await.is_ok()
+    }
+
     /// The same client_msg_id until acked: a retry after a lost ack must not store the message twice.
     async fn send_until_acked(&mut self, conversation: &str, client_msg_id: &str) {
         let text = format!("chaos {}", search_token(client_msg_id));
@@ -391,16 +387,7 @@ impl DeviceRun {
                     .push(client_msg_id.to_owned());
                 return;
             }
-            if !self.device.is_connected()
-                && connect_somewhere(
-                    &mut self.device,
-                    &self.urls,
-                    &mut self.gateway,
-                    &self.give_up,
-                )
-                .await
-                .is_err()
-            {
+            if !self.ensure_connected().await {
                 continue;
             }
             let attempt_started = Instant::now();
