@@ -117,7 +117,7 @@ impl ProcessSystemBuilder {
             nats_urls,
             nats,
             redis,
-            clamd: clamd,
+            clamd,
             gateways: Vec::new(),
             fanouts: Vec::new(),
             indexer: None,
