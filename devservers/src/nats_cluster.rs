@@ -25,6 +25,14 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 /// cluster tests run without NATS users (least privilege is tested on one node, in `nats_permissions`).
 const KEYS_THE_TESTS_OWN: &[&str] = &["store_dir", "http", "include"];
 
+/// PEM files for TLS on the routes: each node presents `cert_file` and verifies its peers against `ca_file`.
+#[derive(Debug, Clone)]
+pub struct RouteTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
+}
+
 /// Three nats-server nodes of the cluster `natter`, as `nats-config/` defines them, on free loopback ports.
 ///
 /// Every connection into a node goes through a [`TcpProxy`] that [`NatsCluster::cut`] can cut:
@@ -51,6 +59,12 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// Starts the three nodes with their stores, logs and config copies under `dir`, and waits until they are healthy.
     pub async fn start(dir: &Path) -> anyhow::Result<NatsCluster> {
+        Self::start_with_route_tls(dir, None).await
+    }
+
+    /// As [`NatsCluster::start`], with TLS (and certificate verification) on the routes between the
+    /// nodes: the `tls` block of `nats-config/README.md`, added inside each node's `cluster` block.
+    pub async fn start_with_route_tls(dir: &Path, route_tls: Option<&RouteTls>) -> anyhow::Result<NatsCluster> {
         // A proxy that is cut from the start accepts and closes at once: the advertised address that
         // makes an implicit route fail fast instead of bypassing the per-link proxies.
         let advertised_sink = TcpProxy::start(None).await?;
@@ -75,7 +89,7 @@ impl NatsCluster {
             let node_dir = dir.join(format!("node-{}", node + 1));
             std::fs::create_dir_all(&node_dir)
                 .with_context(|| format!("failed to create {}", node_dir.display()))?;
-            let config_file = write_test_config(node, &node_dir)?;
+            let config_file = write_test_config(node, &node_dir, route_tls)?;
             let routes = route_proxies[node]
                 .iter()
                 .flatten()
@@ -336,7 +350,7 @@ fn checked_in_config_dir() -> PathBuf {
 }
 
 /// Copies `cluster-node-<n>.conf` into `node_dir` without the keys the tests set by flag; returns the copy.
-fn write_test_config(node: usize, node_dir: &Path) -> anyhow::Result<PathBuf> {
+fn write_test_config(node: usize, node_dir: &Path, route_tls: Option<&RouteTls>) -> anyhow::Result<PathBuf> {
     let source = checked_in_config_dir().join(format!("cluster-node-{}.conf", node + 1));
     let text = std::fs::read_to_string(&source)
         .with_context(|| format!("failed to read {}", source.display()))?;
@@ -345,7 +359,18 @@ fn write_test_config(node: usize, node_dir: &Path) -> anyhow::Result<PathBuf> {
         "# A copy of {} for tests; see nats-config/README.md.\n",
         source.display()
     );
-    std::fs::write(&copy, header + &without_keys(&text, KEYS_THE_TESTS_OWN))
+    let mut text = without_keys(&text, KEYS_THE_TESTS_OWN);
+    if let Some(tls) = route_tls {
+        let block = format!(
+            "cluster {{\n  tls {{\n    cert_file: \"{}\"\n    key_file: \"{}\"\n    ca_file: \"{}\"\n    verify: true\n  }}\n",
+            tls.cert_file.display(),
+            tls.key_file.display(),
+            tls.ca_file.display()
+        );
+        anyhow::ensure!(text.contains("\ncluster {\n"), "{} has no `cluster {{` block for the route TLS", source.display());
+        text = text.replacen("\ncluster {\n", &format!("\n{block}"), 1);
+    }
+    std::fs::write(&copy, header + &text)
         .with_context(|| format!("failed to write {}", copy.display()))?;
     Ok(copy)
 }

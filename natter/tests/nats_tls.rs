@@ -70,3 +70,33 @@ async fn roles_reach_a_tls_only_nats_with_the_configured_ca_and_certificate_and_
     assert!(format!("{error:#}").contains("NATTER_NATS_TLS_KEY"), "{error:#}");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_cluster_with_tls_on_its_routes_forms_and_replicates_over_them() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    issue(dir.path())?;
+    let tls = devservers::RouteTls { cert_file: dir.path().join("server.pem"), key_file: dir.path().join("server-key.pem"), ca_file: dir.path().join("ca.pem") };
+    // `start` waits until every node routes to both others, which with this block means over TLS.
+    let cluster = devservers::NatsCluster::start_with_route_tls(&dir.path().join("cluster"), Some(&tls)).await?;
+    for node in 0..devservers::CLUSTER_SIZE {
+        let varz: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{}/varz", cluster.monitoring_port(node))).await?.json().await?;
+        assert_eq!(varz["cluster"]["tls_required"], true, "node {node} requires TLS on routes: {}", varz["cluster"]);
+        assert_eq!(varz["cluster"]["tls_verify"], true, "node {node} verifies its peers' certificates: {}", varz["cluster"]);
+
+        // A plaintext peer gets no plaintext route protocol: the port hangs up, or says TLS is required.
+        let route_port = cluster.node(node).cluster_port().expect("cluster nodes listen for routes");
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", route_port)).await?;
+        let mut greeting = vec![0u8; 4096];
+        let read = tokio::time::timeout(Duration::from_secs(5), tokio::io::AsyncReadExt::read(&mut stream, &mut greeting)).await??;
+        let greeting = String::from_utf8_lossy(&greeting[..read]);
+        assert!(greeting.is_empty() || greeting.contains("\"tls_required\":true"), "node {node}'s route port demands TLS: {greeting}");
+    }
+    // A replicated write needs a quorum, so the routes carry JetStream's traffic.
+    let jetstream = async_nats::jetstream::new(async_nats::connect(cluster.node_client_url(0)).await?);
+    let stream = jetstream
+        .create_stream(async_nats::jetstream::stream::Config { name: "ROUTE_TLS".to_owned(), subjects: vec!["route.tls".to_owned()], num_replicas: 3, ..Default::default() })
+        .await?;
+    jetstream.publish("route.tls", "replicated".into()).await?.await?;
+    assert_eq!(stream.cached_info().config.num_replicas, 3);
+    Ok(())
+}

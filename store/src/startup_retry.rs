@@ -12,12 +12,15 @@ pub const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
 const FIRST_PAUSE: Duration = Duration::from_millis(100);
 const LONGEST_PAUSE: Duration = Duration::from_secs(2);
 
-/// Runs `attempt` until it succeeds or [`STARTUP_PATIENCE`] runs out.
+/// What a cluster that is still forming answers for a while, beside timeouts and missing leaders.
+const FORMING_CLUSTER_ANSWERS: [&str; 2] = ["no suitable peers", "jetstream not enabled"];
+
+/// Runs `attempt` until it succeeds, fails for good, or [`STARTUP_PATIENCE`] runs out.
 ///
-/// Every failure is retried, not only timeouts: a cluster that is still forming answers "no suitable
-/// peers for placement" or "JetStream not enabled" for a while, and roles start beside their NATS
-/// nodes (compose, Kubernetes) rather than after them. A real misconfiguration is logged at every
-/// attempt and still ends the role, a minute later.
+/// Roles start beside their NATS nodes (compose, Kubernetes) rather than after them, so what a
+/// forming cluster answers — timeouts, no leader yet, "no suitable peers for placement" — is retried.
+/// Anything else (a layout that was never provisioned, a configuration NATS refuses) ends the role at
+/// once, with its reason.
 pub async fn retry_at_startup<T, F, Fut>(what: &str, mut attempt: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
@@ -28,7 +31,7 @@ where
     loop {
         match attempt().await {
             Ok(value) => return Ok(value),
-            Err(error) if Instant::now() + pause < give_up_at => {
+            Err(error) if is_transient(&error) && Instant::now() + pause < give_up_at => {
                 tracing::warn!(%error, what, retry_in = ?pause, "a start-up step failed; retrying");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(LONGEST_PAUSE);
@@ -36,4 +39,9 @@ where
             Err(error) => return Err(error),
         }
     }
+}
+
+fn is_transient(error: &StoreError) -> bool {
+    let text = error.to_string().to_lowercase();
+    matches!(error, StoreError::Unavailable(_)) || FORMING_CLUSTER_ANSWERS.iter().any(|answer| text.contains(answer))
 }
