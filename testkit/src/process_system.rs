@@ -9,6 +9,7 @@ use subjects::Id;
 use tempfile::TempDir;
 
 use crate::role_process::{RoleName, RoleProcess};
+use crate::system::media_signature_dir;
 use crate::{Api, ClamdServer, NatsServer, RedisServer, wait_until};
 
 const JWT_SECRET: &str = "natter-chaos-secret-that-is-long-enough-for-hs256";
@@ -284,10 +285,6 @@ impl ProcessSystem {
             .chain(self.push.iter_mut());
         roles.try_for_each(RoleProcess::ensure_running)
     }
-}
-
-fn media_signature_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("media-signatures")
 }
 
 /// A port nobody listens on now; the gateway binds it (and binds it again after a restart).

@@ -498,7 +498,7 @@ impl Drop for TestSystem {
 }
 
 /// `media-signatures/` at the workspace root: the signature database the repo ships for clamd.
-fn media_signature_dir() -> std::path::PathBuf {
+pub(crate) fn media_signature_dir() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join("media-signatures")
 }
 
