@@ -118,4 +118,13 @@ mod tests {
         let error = parse_client_frame(r#"{"type":"send","id":"x1"}"#).unwrap_err();
         assert_eq!(error.id, Some(serde_json::json!("x1")));
     }
+
+    #[test]
+    fn a_numeric_id_written_back_is_the_number_that_came_in() {
+        // Found by fuzzing: without serde_json's float_roundtrip a large id came back as another number.
+        let input = r#"{"type":"sync","id":777777777777700000000000000000000000000000000000961233341,"cursors":{}}"#;
+        let frame = parse_client_frame(input).unwrap();
+        let again = parse_client_frame(&serde_json::to_string(&frame).unwrap()).unwrap();
+        assert_eq!(again, frame);
+    }
 }
