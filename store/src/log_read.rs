@@ -5,8 +5,9 @@
 //!
 //! Direct gets are answered by any replica. On a cluster, a replica still catching up (a node
 //! back from a crash or a partition) answers "not found" for what it has not received yet, so a
-//! miss is confirmed with the stream leader before it counts: a hit is always current, a miss
-//! costs one more round trip.
+//! miss is confirmed with the stream leader before it counts, and the tail is read from the
+//! leader: a hit is always current, a miss costs one more round trip. A single replica cannot lag,
+//! so an R1 deployment keeps to direct gets (the leader's API is the slower, shared path).
 
 use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
 use futures::future::join_all;
@@ -40,14 +41,27 @@ impl LogReader {
 
     /// The conversation's last entry with its stream sequence, or None for an empty log.
     ///
-    /// Asked of the stream leader: a lagging replica's older tail would end a history page early
-    /// and hide newer messages from a syncing device, and no later miss would reveal it.
+    /// Asked of the stream leader when replicated: a lagging replica's older tail would end a history
+    /// page early and hide newer messages from a syncing device, and no later miss would reveal it.
     pub async fn last_entry(&self, conversation: &Id) -> Result<Option<(u64, StoredMessage)>, StoreError> {
-        match self.storage.messages.get_last_raw_message_by_subject(&subjects::message_subject(conversation)).await {
+        let subject = subjects::message_subject(conversation);
+        if !self.replicated() {
+            return match self.storage.messages.direct_get_last_for_subject(&subject).await {
+                Ok(raw) => Ok(Some((raw.sequence, decode(&raw.payload)?))),
+                Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
+                Err(error) => Err(from_nats("failed to read the conversation's tail", error)),
+            };
+        }
+        match self.storage.messages.get_last_raw_message_by_subject(&subject).await {
             Ok(raw) => Ok(Some((raw.sequence, decode(&raw.payload)?))),
             Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(error) => Err(from_nats("failed to read the conversation's tail", error)),
         }
+    }
+
+    /// Whether the log has more than one replica, so that a direct get may be answered by one that lags.
+    fn replicated(&self) -> bool {
+        self.storage.messages.cached_info().config.num_replicas > 1
     }
 
     /// The `seq` of the conversation's last message (0 when empty).
@@ -130,6 +144,7 @@ impl LogReader {
         let direct = self.storage.message_index.get(&key).await.map_err(|error| from_nats("failed to read history index", error))?;
         let bytes = match direct {
             Some(bytes) => bytes,
+            None if !self.replicated() => return Ok(None),
             None => {
                 let index = &self.storage.message_index;
                 match index.stream.get_last_raw_message_by_subject(&format!("{}{key}", index.prefix)).await {
@@ -147,6 +162,7 @@ impl LogReader {
     async fn message_at(&self, stream_seq: u64) -> Result<Option<StoredMessage>, StoreError> {
         match self.storage.messages.direct_get(stream_seq).await {
             Ok(raw) => return Ok(Some(decode(&raw.payload)?)),
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound && !self.replicated() => return Ok(None),
             Err(error) if error.kind() == DirectGetErrorKind::NotFound => {}
             Err(error) => return Err(from_nats("failed to read message", error)),
         }
