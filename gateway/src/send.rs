@@ -1,4 +1,7 @@
 //! The send path shared by WebSocket `send` frames and `POST /v1/messages`: validate, authorise, append.
+//!
+//! `reply_to` is checked inside the append, against the tail the message goes after, so a
+//! reply can never name a `seq` the conversation did not hold when it was stored.
 
 use std::net::IpAddr;
 
@@ -21,6 +24,7 @@ pub async fn send_message(
     conversation_id: &str,
     client_msg_id: &str,
     body: Body,
+    reply_to: Option<u64>,
     request_id: &str,
 ) -> Result<AppendOutcome, ApiError> {
     let conversation = parse_id("conversation_id", conversation_id)?;
@@ -29,6 +33,9 @@ pub async fn send_message(
         BodyError::TooLarge { .. } => ApiError::too_large(error.to_string()),
         other => ApiError::invalid(other.to_string()),
     })?;
+    if reply_to == Some(0) {
+        return Err(ApiError::invalid("reply_to is a seq: 1 or more"));
+    }
     if state.nats.connection_state() != async_nats::connection::State::Connected {
         // An append now would wait out its whole timeout and leave the client guessing; the client retries
         // with the same client_msg_id, so saying so at once costs nothing.
@@ -50,7 +57,7 @@ pub async fn send_message(
     }
     let outcome = state
         .log
-        .append(AppendRequest { conversation: conversation.clone(), client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body, request_id: Some(request_id.to_owned()) })
+        .append(AppendRequest { conversation: conversation.clone(), client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body, reply_to, request_id: Some(request_id.to_owned()) })
         .await?;
     // Writing in a conversation means having read it up to one's own message: the log moved the
     // user's read watermark before the ack. No receipt frame follows: the sender's other devices

@@ -44,8 +44,8 @@ impl Session {
         };
         match frame {
             ClientFrame::Ping { id } => self.reply(ServerFrame::Pong { id }).await,
-            ClientFrame::Send { id, conversation_id, client_msg_id, body } => {
-                match send_message(&self.state, &self.user, &self.device, self.address, &conversation_id, &client_msg_id, body, &self.request_id).await {
+            ClientFrame::Send { id, conversation_id, client_msg_id, body, reply_to } => {
+                match send_message(&self.state, &self.user, &self.device, self.address, &conversation_id, &client_msg_id, body, reply_to, &self.request_id).await {
                     Ok(outcome) => {
                         self.reply(ServerFrame::Ack {
                             id,
