@@ -15,7 +15,7 @@ use subjects::Id;
 use crate::api_error::{parse_id, ApiError};
 use crate::auth_extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::receipts::apply_client_receipt;
-use crate::send::{require_member, send_message};
+use crate::send::{require_member, send_message, SendRequest};
 use crate::state::AppState;
 
 /// Page size when a history request names none.
@@ -210,7 +210,8 @@ async fn post_message(
     // One id per HTTP send; the log entry carries it to the workers' log lines.
     let request_id = ulid::Ulid::new().to_string();
     tracing::debug!(%request_id, user = %caller, "http send");
-    let outcome = send_message(&state, &caller, &device, peer.ip(), &request.conversation_id, &request.client_msg_id, request.body, request.reply_to, &request_id).await?;
+    let send = SendRequest { conversation_id: &request.conversation_id, client_msg_id: &request.client_msg_id, body: request.body, reply_to: request.reply_to };
+    let outcome = send_message(&state, &caller, &device, peer.ip(), send, &request_id).await?;
     let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     let response = PostMessageResponse {
         conversation_id: request.conversation_id,

@@ -16,17 +16,23 @@ use crate::state::AppState;
 /// What a send refused while NATS is unreachable suggests: about one reconnect attempt of the client library.
 const NATS_DOWN_RETRY_AFTER_MS: u64 = 250;
 
+/// What the client asked to send, as a `send` frame or a `POST /v1/messages` body names it.
+pub struct SendRequest<'a> {
+    pub conversation_id: &'a str,
+    pub client_msg_id: &'a str,
+    pub body: Body,
+    pub reply_to: Option<u64>,
+}
+
 pub async fn send_message(
     state: &AppState,
     sender: &Id,
     sender_device: &Id,
     client_address: IpAddr,
-    conversation_id: &str,
-    client_msg_id: &str,
-    body: Body,
-    reply_to: Option<u64>,
+    request: SendRequest<'_>,
     request_id: &str,
 ) -> Result<AppendOutcome, ApiError> {
+    let SendRequest { conversation_id, client_msg_id, body, reply_to } = request;
     let conversation = parse_id("conversation_id", conversation_id)?;
     let client_msg_id = parse_id("client_msg_id", client_msg_id)?;
     body.validate(state.config.limits.max_body_bytes).map_err(|error| match error {

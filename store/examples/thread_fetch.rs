@@ -72,9 +72,9 @@ async fn fill(storage: &Storage, conversation: &Id, length: u64) -> anyhow::Resu
     let spacing = (length - PARENT) / REPLIES;
     for seq in 1..=length {
         stream_seq += 1;
-        let reply_to = if seq > PARENT && (seq - PARENT) % spacing == 0 && (seq - PARENT) / spacing <= REPLIES {
+        let reply_to = if seq > PARENT && (seq - PARENT).is_multiple_of(spacing) && (seq - PARENT) / spacing <= REPLIES {
             Some(PARENT)
-        } else if seq > 1 && seq % OTHER_REPLY_EVERY == 0 {
+        } else if seq > 1 && seq.is_multiple_of(OTHER_REPLY_EVERY) {
             // Any earlier message but the measured parent.
             Some(seq / 2 + u64::from(seq / 2 == PARENT))
         } else {

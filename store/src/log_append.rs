@@ -111,15 +111,13 @@ impl MessageLog {
                     (tail, false)
                 }
             };
-            if let Some(parent) = request.reply_to {
-                if parent == 0 || parent > tail.seq {
-                    if cached && parent != 0 {
-                        // Another gateway may have appended the parent since this tail was cached.
-                        *tail_guard = None;
-                        continue;
-                    }
-                    return Err(StoreError::Invalid(format!("reply_to {parent} is not a message of {} (its last seq is {})", request.conversation, tail.seq)));
+            if let Some(parent) = request.reply_to.filter(|&parent| parent == 0 || parent > tail.seq) {
+                if cached && parent != 0 {
+                    // Another gateway may have appended the parent since this tail was cached.
+                    *tail_guard = None;
+                    continue;
                 }
+                return Err(StoreError::Invalid(format!("reply_to {parent} is not a message of {} (its last seq is {})", request.conversation, tail.seq)));
             }
             let message = Message {
                 conversation_id: request.conversation.to_string(),
