@@ -1,7 +1,8 @@
 //! The send path shared by WebSocket `send` frames and `POST /v1/messages`: validate, authorise, append.
 //!
-//! `reply_to` is checked inside the append, against the tail the message goes after, so a
-//! reply can never name a `seq` the conversation did not hold when it was stored.
+//! `reply_to` is checked before the rate limiter (so a bad one spends no token) and again inside
+//! the append, against the tail the message goes after: the second check is the one that makes a
+//! reply never name a `seq` the conversation did not hold when it was stored.
 
 use std::net::IpAddr;
 
@@ -54,6 +55,11 @@ pub async fn send_message(
     }
     if let Some(media_id) = &body.media_id {
         crate::media_api::require_sendable_media(state, sender, &conversation, media_id).await?;
+    }
+    if let Some(parent) = reply_to {
+        if !state.log.holds_seq(&conversation, parent).await? {
+            return Err(ApiError::invalid(format!("reply_to {parent} is not a message of {conversation}")));
+        }
     }
     // Last of the checks, so a refused request never spends a token, and first of the costs.
     state.rate_limiter.check(LimitedAction::Send, sender, client_address).await?;

@@ -78,7 +78,6 @@ pub struct PostMessageRequest {
     pub body: Body,
     /// The `seq` of the message this one replies to, in the same conversation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(minimum = 1)]
     pub reply_to: Option<u64>,
 }
 

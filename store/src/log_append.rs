@@ -201,6 +201,23 @@ impl MessageLog {
         Err(StoreError::Unavailable(format!("conversation {} is too contended; retry", request.conversation)))
     }
 
+    /// Whether the conversation already holds message `seq`: lets a caller refuse a bad `reply_to`
+    /// before it spends anything (a rate-limit token). A warm tail answers without a round trip; the
+    /// append checks again against the tail it appends after, which is what makes it safe.
+    pub async fn holds_seq(&self, conversation: &Id, seq: u64) -> Result<bool, StoreError> {
+        if seq == 0 {
+            return Ok(false);
+        }
+        let cached = {
+            let tails = self.tails.lock().expect("tail map lock poisoned");
+            tails.get(conversation).and_then(|lock| lock.try_lock().ok().and_then(|tail| *tail))
+        };
+        if cached.is_some_and(|tail| tail.seq >= seq) {
+            return Ok(true);
+        }
+        Ok(self.reader.last_seq(conversation).await? >= seq)
+    }
+
     /// The ack of an earlier send with this client_msg_id, from the durable record (covers resends after the duplicate window).
     async fn recorded_send(&self, conversation: &Id, client_msg_id: &Id) -> Result<Option<AppendOutcome>, StoreError> {
         let key = subjects::client_msg_id_key(conversation, client_msg_id);
