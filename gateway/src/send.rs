@@ -56,10 +56,10 @@ pub async fn send_message(
     if let Some(media_id) = &body.media_id {
         crate::media_api::require_sendable_media(state, sender, &conversation, media_id).await?;
     }
-    if let Some(parent) = reply_to {
-        if !state.log.holds_seq(&conversation, parent).await? {
-            return Err(ApiError::invalid(format!("reply_to {parent} is not a message of {conversation}")));
-        }
+    if let Some(parent) = reply_to
+        && !state.log.holds_seq(&conversation, parent).await?
+    {
+        return Err(ApiError::invalid(format!("reply_to {parent} is not a message of {conversation}")));
     }
     // Last of the checks, so a refused request never spends a token, and first of the costs.
     state.rate_limiter.check(LimitedAction::Send, sender, client_address).await?;
