@@ -15,7 +15,7 @@ use subjects::Id;
 use crate::api_error::{parse_id, ApiError};
 use crate::auth_extract::{ApiJson, ApiPath, ApiQuery, Caller};
 use crate::receipts::apply_client_receipt;
-use crate::send::{require_member, send_message};
+use crate::send::{require_member, send_message, SendRequest};
 use crate::state::AppState;
 
 /// Page size when a history request names none.
@@ -31,6 +31,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/conversations/{id}/members", post(add_member))
         .route("/v1/conversations/{id}/members/{user}", delete(remove_member))
         .route("/v1/conversations/{id}/messages", get(history))
+        .route("/v1/conversations/{id}/messages/{seq}/replies", get(crate::replies_api::replies))
         .route("/v1/messages", post(post_message))
         .route("/v1/receipts", post(post_receipt))
         .route("/v1/search", get(crate::search_api::search))
@@ -192,6 +193,7 @@ async fn history(
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", security(("bearer" = [])), params(("device" = Option<String>, Query, description = "The sending device; `http` when absent", pattern = "^[A-Za-z0-9_-]{1,64}$")), request_body = PostMessageRequest, responses(
     (status = 201, description = "Stored", body = PostMessageResponse),
     (status = 200, description = "A resend of a stored message", body = PostMessageResponse),
+    (status = 400, description = "`invalid`: a bad id or body, or a `reply_to` that names no message of the conversation", body = ErrorBody),
     (status = 403, description = "`forbidden`: the caller is not a member, or the media is someone else's", body = ErrorBody),
     (status = 404, description = "`not_found`: no such conversation", body = ErrorBody),
     (status = 422, description = "`content_refused`: refused by the content policy", body = ErrorBody),
@@ -208,7 +210,8 @@ async fn post_message(
     // One id per HTTP send; the log entry carries it to the workers' log lines.
     let request_id = ulid::Ulid::new().to_string();
     tracing::debug!(%request_id, user = %caller, "http send");
-    let outcome = send_message(&state, &caller, &device, peer.ip(), &request.conversation_id, &request.client_msg_id, request.body, &request_id).await?;
+    let send = SendRequest { conversation_id: &request.conversation_id, client_msg_id: &request.client_msg_id, body: request.body, reply_to: request.reply_to };
+    let outcome = send_message(&state, &caller, &device, peer.ip(), send, &request_id).await?;
     let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     let response = PostMessageResponse {
         conversation_id: request.conversation_id,

@@ -22,6 +22,7 @@ mod presence_status;
 mod push_api;
 mod receipt_coalescer;
 mod receipts;
+mod replies_api;
 pub mod content_filter;
 pub mod rate_limit;
 mod redis_connection;

@@ -27,6 +27,7 @@ pub const BEARER: &str = "bearer";
         crate::http::add_member,
         crate::http::remove_member,
         crate::http::history,
+        crate::replies_api::replies,
         crate::http::post_message,
         crate::http::post_receipt,
         crate::search_api::search,

@@ -1,4 +1,8 @@
 //! The send path shared by WebSocket `send` frames and `POST /v1/messages`: validate, authorise, append.
+//!
+//! `reply_to` is checked before the rate limiter (so a bad one spends no token) and again inside
+//! the append, against the tail the message goes after: the second check is the one that makes a
+//! reply never name a `seq` the conversation did not hold when it was stored.
 
 use std::net::IpAddr;
 
@@ -13,22 +17,32 @@ use crate::state::AppState;
 /// What a send refused while NATS is unreachable suggests: about one reconnect attempt of the client library.
 const NATS_DOWN_RETRY_AFTER_MS: u64 = 250;
 
+/// What the client asked to send, as a `send` frame or a `POST /v1/messages` body names it.
+pub struct SendRequest<'a> {
+    pub conversation_id: &'a str,
+    pub client_msg_id: &'a str,
+    pub body: Body,
+    pub reply_to: Option<u64>,
+}
+
 pub async fn send_message(
     state: &AppState,
     sender: &Id,
     sender_device: &Id,
     client_address: IpAddr,
-    conversation_id: &str,
-    client_msg_id: &str,
-    body: Body,
+    request: SendRequest<'_>,
     request_id: &str,
 ) -> Result<AppendOutcome, ApiError> {
+    let SendRequest { conversation_id, client_msg_id, body, reply_to } = request;
     let conversation = parse_id("conversation_id", conversation_id)?;
     let client_msg_id = parse_id("client_msg_id", client_msg_id)?;
     body.validate(state.config.limits.max_body_bytes).map_err(|error| match error {
         BodyError::TooLarge { .. } => ApiError::too_large(error.to_string()),
         other => ApiError::invalid(other.to_string()),
     })?;
+    if reply_to == Some(0) {
+        return Err(ApiError::invalid("reply_to is a seq: 1 or more"));
+    }
     if state.nats.connection_state() != async_nats::connection::State::Connected {
         // An append now would wait out its whole timeout and leave the client guessing; the client retries
         // with the same client_msg_id, so saying so at once costs nothing.
@@ -42,6 +56,11 @@ pub async fn send_message(
     if let Some(media_id) = &body.media_id {
         crate::media_api::require_sendable_media(state, sender, &conversation, media_id).await?;
     }
+    if let Some(parent) = reply_to
+        && !state.log.holds_seq(&conversation, parent).await?
+    {
+        return Err(ApiError::invalid(format!("reply_to {parent} is not a message of {conversation}")));
+    }
     // Last of the checks, so a refused request never spends a token, and first of the costs.
     state.rate_limiter.check(LimitedAction::Send, sender, client_address).await?;
     if let Some(text) = &body.text {
@@ -50,7 +69,7 @@ pub async fn send_message(
     }
     let outcome = state
         .log
-        .append(AppendRequest { conversation: conversation.clone(), client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body, request_id: Some(request_id.to_owned()) })
+        .append(AppendRequest { conversation: conversation.clone(), client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body, reply_to, request_id: Some(request_id.to_owned()) })
         .await?;
     // Writing in a conversation means having read it up to one's own message: the log moved the
     // user's read watermark before the ack. No receipt frame follows: the sender's other devices

@@ -8,7 +8,7 @@ use crate::api_error::ApiError;
 use crate::delivery_hub::ConnectionId;
 use crate::outbound::{close_codes, Outbound};
 use crate::receipts::apply_client_receipt;
-use crate::send::send_message;
+use crate::send::{send_message, SendRequest};
 use crate::state::AppState;
 use crate::sync::{sync_device, SyncAborted};
 use crate::typing::relay_typing;
@@ -44,8 +44,9 @@ impl Session {
         };
         match frame {
             ClientFrame::Ping { id } => self.reply(ServerFrame::Pong { id }).await,
-            ClientFrame::Send { id, conversation_id, client_msg_id, body } => {
-                match send_message(&self.state, &self.user, &self.device, self.address, &conversation_id, &client_msg_id, body, &self.request_id).await {
+            ClientFrame::Send { id, conversation_id, client_msg_id, body, reply_to } => {
+                let request = SendRequest { conversation_id: &conversation_id, client_msg_id: &client_msg_id, body, reply_to };
+                match send_message(&self.state, &self.user, &self.device, self.address, request, &self.request_id).await {
                     Ok(outcome) => {
                         self.reply(ServerFrame::Ack {
                             id,

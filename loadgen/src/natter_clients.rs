@@ -87,6 +87,7 @@ impl NatterClients {
                 conversation_id: conversation.clone(),
                 client_msg_id: crate::plan::client_msg_id(&phase.tag, index),
                 body: Body::text(MESSAGE_TEXT),
+                reply_to: None,
             };
             let text = serde_json::to_string(&frame).expect("client frames serialize");
             recorder.note_send_made();

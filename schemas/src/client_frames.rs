@@ -18,6 +18,8 @@ pub enum ClientFrame {
         conversation_id: String,
         client_msg_id: String,
         body: Body,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reply_to: Option<u64>,
     },
     Sync {
         #[serde(default, skip_serializing_if = "Option::is_none")]

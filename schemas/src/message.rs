@@ -17,6 +17,9 @@ pub struct Message {
     #[serde(with = "time::serde::rfc3339")]
     pub sent_at: Timestamp,
     pub body: Body,
+    /// The `seq` of the message this one replies to, in the same conversation; absent for a plain message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
 }
 
 /// `{"text"}`, `{"media_id","text"?}` or `{"ciphertext"}`; unknown fields are ignored.

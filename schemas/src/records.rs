@@ -40,6 +40,9 @@ struct StoredMessageV1 {
     sent_at: Timestamp,
     body: Body,
     prev: u64,
+    /// Added without a version bump: optional, and absent in entries written before replies existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reply_to: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -62,6 +65,7 @@ pub fn encode_stored_message(stored: &StoredMessage) -> Vec<u8> {
         sent_at: message.sent_at,
         body: message.body.clone(),
         prev: stored.prev_stream_seq,
+        reply_to: message.reply_to,
     };
     serde_json::to_vec(&envelope).expect("envelopes always serialize")
 }
@@ -83,6 +87,7 @@ pub fn decode_stored_message(bytes: &[u8]) -> Result<StoredMessage, RecordError>
                     sender_device: envelope.sender_device,
                     sent_at: envelope.sent_at,
                     body: envelope.body,
+                    reply_to: envelope.reply_to,
                 },
                 prev_stream_seq: envelope.prev,
             })
@@ -139,6 +144,9 @@ pub struct ClientMsgIdRecord {
     pub stream_seq: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub sent_at: Timestamp,
+    /// The message's `reply_to`, so a resend can repair its thread entry without reading the log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
 }
 
 /// `receipts` bucket value: how far a device (or, folded, a user) has read and received a conversation.

@@ -76,6 +76,9 @@ pub struct PostMessageRequest {
     #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
     pub client_msg_id: String,
     pub body: Body,
+    /// The `seq` of the message this one replies to, in the same conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -149,6 +152,17 @@ pub struct HistoryQuery {
     pub before: Option<u64>,
     pub after: Option<u64>,
     /// Messages per page; 50 when absent.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u64>,
+}
+
+/// Query of `GET /v1/conversations/{id}/messages/{seq}/replies`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RepliesQuery {
+    /// Only replies with a larger `seq`: the last `seq` of the previous page.
+    pub after: Option<u64>,
+    /// Replies per page; 50 when absent.
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u64>,
 }

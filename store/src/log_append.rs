@@ -32,6 +32,8 @@ pub struct AppendRequest {
     pub sender: Id,
     pub sender_device: Id,
     pub body: Body,
+    /// The `seq` this message replies to; must name a message already in the conversation.
+    pub reply_to: Option<u64>,
     /// The gateway request or connection id, carried to the workers in [`subjects::HEADER_REQUEST_ID`].
     pub request_id: Option<String>,
 }
@@ -43,6 +45,8 @@ pub struct AppendOutcome {
     pub sent_at: Timestamp,
     /// The client_msg_id was already in the log: nothing new was stored.
     pub duplicate: bool,
+    /// The stored message's `reply_to` (the original's, for a duplicate).
+    pub reply_to: Option<u64>,
 }
 
 /// Where a conversation's log ends, as last seen by this process.
@@ -78,16 +82,16 @@ impl MessageLog {
         if let Some(original) = self.recorded_send(&request.conversation, &request.client_msg_id).await? {
             // The two records are written side by side, so the idempotency record can exist without its
             // index entry (the index put failed, e.g. while its bucket elected a leader); a resend is the
-            // moment to make sure, or history would skip the message for good.
-            self.write_index(&request.conversation, &original).await?;
+            // moment to make sure, or history would skip the message for good (and a thread its reply).
+            self.write_indexes(&request.conversation, &original).await?;
             return Ok(original);
         }
         let tail_lock = self.tail_lock(&request.conversation);
         let mut tail_guard = tail_lock.lock().await;
         let give_up_at = Instant::now() + APPEND_RETRY_BUDGET;
         for attempt in 0u32.. {
-            let tail = match *tail_guard {
-                Some(tail) => tail,
+            let (tail, cached) = match *tail_guard {
+                Some(tail) => (tail, true),
                 None => {
                     let (tail, last_message) = self.load_tail(&request.conversation).await?;
                     *tail_guard = Some(tail);
@@ -95,12 +99,26 @@ impl MessageLog {
                         // A resend whose original is the tail, e.g. after a gateway died between
                         // PubAck and writing the idempotency record (records were repaired above).
                         if last.message.client_msg_id == request.client_msg_id.as_str() {
-                            return Ok(AppendOutcome { seq: tail.seq, stream_seq: tail.stream_seq, sent_at: last.message.sent_at, duplicate: true });
+                            return Ok(AppendOutcome {
+                                seq: tail.seq,
+                                stream_seq: tail.stream_seq,
+                                sent_at: last.message.sent_at,
+                                duplicate: true,
+                                reply_to: last.message.reply_to,
+                            });
                         }
                     }
-                    tail
+                    (tail, false)
                 }
             };
+            if let Some(parent) = request.reply_to.filter(|&parent| parent == 0 || parent > tail.seq) {
+                if cached && parent != 0 {
+                    // Another gateway may have appended the parent since this tail was cached.
+                    *tail_guard = None;
+                    continue;
+                }
+                return Err(StoreError::Invalid(format!("reply_to {parent} is not a message of {} (its last seq is {})", request.conversation, tail.seq)));
+            }
             let message = Message {
                 conversation_id: request.conversation.to_string(),
                 seq: tail.seq + 1,
@@ -109,6 +127,7 @@ impl MessageLog {
                 sender_device: request.sender_device.to_string(),
                 sent_at: time::OffsetDateTime::now_utc(),
                 body: request.body.clone(),
+                reply_to: request.reply_to,
             };
             let envelope = schemas::encode_stored_message(&StoredMessage { message: message.clone(), prev_stream_seq: tail.stream_seq });
             let mut publish = PublishMessage::build()
@@ -134,14 +153,20 @@ impl MessageLog {
                 Ok(ack) if ack.duplicate => {
                     drop(tail_guard);
                     let original = self.reader.get_by_stream_seq(ack.sequence).await?;
-                    let outcome = AppendOutcome { seq: original.message.seq, stream_seq: ack.sequence, sent_at: original.message.sent_at, duplicate: true };
+                    let outcome = AppendOutcome {
+                        seq: original.message.seq,
+                        stream_seq: ack.sequence,
+                        sent_at: original.message.sent_at,
+                        duplicate: true,
+                        reply_to: original.message.reply_to,
+                    };
                     self.write_records_patiently(&request.conversation, &request.client_msg_id, &outcome).await?;
                     return Ok(outcome);
                 }
                 Ok(ack) => {
                     *tail_guard = Some(Tail { stream_seq: ack.sequence, seq: message.seq });
                     drop(tail_guard);
-                    let outcome = AppendOutcome { seq: message.seq, stream_seq: ack.sequence, sent_at: message.sent_at, duplicate: false };
+                    let outcome = AppendOutcome { seq: message.seq, stream_seq: ack.sequence, sent_at: message.sent_at, duplicate: false, reply_to: message.reply_to };
                     let sender_read = async {
                         match &self.receipts {
                             Some(receipts) => receipts.advance_user(&request.conversation, &request.sender, ReceiptKind::Read, outcome.seq).await.map(|_| ()),
@@ -176,6 +201,23 @@ impl MessageLog {
         Err(StoreError::Unavailable(format!("conversation {} is too contended; retry", request.conversation)))
     }
 
+    /// Whether the conversation already holds message `seq`: lets a caller refuse a bad `reply_to`
+    /// before it spends anything (a rate-limit token). A warm tail answers without a round trip; the
+    /// append checks again against the tail it appends after, which is what makes it safe.
+    pub async fn holds_seq(&self, conversation: &Id, seq: u64) -> Result<bool, StoreError> {
+        if seq == 0 {
+            return Ok(false);
+        }
+        let cached = {
+            let tails = self.tails.lock().expect("tail map lock poisoned");
+            tails.get(conversation).and_then(|lock| lock.try_lock().ok().and_then(|tail| *tail))
+        };
+        if cached.is_some_and(|tail| tail.seq >= seq) {
+            return Ok(true);
+        }
+        Ok(self.reader.last_seq(conversation).await? >= seq)
+    }
+
     /// The ack of an earlier send with this client_msg_id, from the durable record (covers resends after the duplicate window).
     async fn recorded_send(&self, conversation: &Id, client_msg_id: &Id) -> Result<Option<AppendOutcome>, StoreError> {
         let key = subjects::client_msg_id_key(conversation, client_msg_id);
@@ -183,7 +225,7 @@ impl MessageLog {
             return Ok(None);
         };
         let record = ClientMsgIdRecord::from_bytes(&bytes).map_err(StoreError::internal)?;
-        Ok(Some(AppendOutcome { seq: record.seq, stream_seq: record.stream_seq, sent_at: record.sent_at, duplicate: true }))
+        Ok(Some(AppendOutcome { seq: record.seq, stream_seq: record.stream_seq, sent_at: record.sent_at, duplicate: true, reply_to: record.reply_to }))
     }
 
     /// Reads the conversation's last entry and makes sure its index and idempotency records exist.
@@ -192,7 +234,7 @@ impl MessageLog {
             return Ok((Tail { stream_seq: 0, seq: 0 }, None));
         };
         if let Ok(client_msg_id) = Id::parse(&last.message.client_msg_id) {
-            let outcome = AppendOutcome { seq: last.message.seq, stream_seq, sent_at: last.message.sent_at, duplicate: true };
+            let outcome = AppendOutcome { seq: last.message.seq, stream_seq, sent_at: last.message.sent_at, duplicate: true, reply_to: last.message.reply_to };
             self.write_records(conversation, &client_msg_id, &outcome).await?;
         }
         Ok((Tail { stream_seq, seq: last.message.seq }, Some(last)))
@@ -217,17 +259,27 @@ impl MessageLog {
         }
     }
 
-    async fn write_index(&self, conversation: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
-        let key = subjects::message_index_key(conversation, outcome.seq);
-        self.storage.message_index.put(key, outcome.stream_seq.to_string().into()).await.map_err(|error| from_nats("failed to write history index", error))?;
+    /// The history index entry and, for a reply, its thread index entry, side by side.
+    async fn write_indexes(&self, conversation: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
+        let stream_seq: bytes::Bytes = outcome.stream_seq.to_string().into();
+        let history = self.storage.message_index.put(subjects::message_index_key(conversation, outcome.seq), stream_seq.clone());
+        let thread = async {
+            match outcome.reply_to {
+                Some(parent) => self.storage.thread_index.put(subjects::thread_index_key(conversation, parent, outcome.seq), stream_seq.clone()).await.map(|_| ()),
+                None => Ok(()),
+            }
+        };
+        let (history_result, thread_result) = tokio::join!(history, thread);
+        history_result.map_err(|error| from_nats("failed to write history index", error))?;
+        thread_result.map_err(|error| from_nats("failed to write thread index", error))?;
         Ok(())
     }
 
-    /// Index (`seq` → stream sequence) and idempotency records; both are idempotent puts.
+    /// Index (`seq` → stream sequence, and the thread entry of a reply) and idempotency records; all idempotent puts.
     async fn write_records(&self, conversation: &Id, client_msg_id: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
-        let record = ClientMsgIdRecord { v: 1, seq: outcome.seq, stream_seq: outcome.stream_seq, sent_at: outcome.sent_at };
+        let record = ClientMsgIdRecord { v: 1, seq: outcome.seq, stream_seq: outcome.stream_seq, sent_at: outcome.sent_at, reply_to: outcome.reply_to };
         let record_put = self.storage.client_msg_ids.put(subjects::client_msg_id_key(conversation, client_msg_id), record.to_bytes().into());
-        let (index_result, record_result) = tokio::join!(self.write_index(conversation, outcome), record_put);
+        let (index_result, record_result) = tokio::join!(self.write_indexes(conversation, outcome), record_put);
         index_result?;
         record_result.map_err(|error| from_nats("failed to write idempotency record", error))?;
         Ok(())

@@ -15,6 +15,7 @@ use schemas::{Message, StoredMessage};
 use subjects::Id;
 
 use crate::error::{from_nats, StoreError};
+use crate::kv_listing::list_entries;
 use crate::Storage;
 
 /// Largest page PROTOCOL.md allows.
@@ -111,6 +112,36 @@ impl LogReader {
         }
         let first = end.saturating_sub(limit.max(1) - 1).max(1);
         Ok((self.range(conversation, first, end).await?, first > 1))
+    }
+
+    /// A page of the replies to `parent` with `seq` above `after`, ascending, and whether more follow.
+    ///
+    /// One prefix listing of the thread index (`<conv>.<parent>.*`, one batch direct get) names
+    /// every reply's stream sequence, then one direct get per reply on the page: the cost follows
+    /// the thread's length, never the conversation's.
+    pub async fn thread(&self, conversation: &Id, parent: u64, after: u64, limit: u64) -> Result<(Vec<Message>, bool), StoreError> {
+        let filter = subjects::thread_replies_filter(conversation, parent);
+        let entries = list_entries(&self.storage.jetstream.client(), &self.storage.thread_index, &filter).await?;
+        let mut replies: Vec<(u64, u64)> = entries
+            .iter()
+            .filter_map(|(key, value)| {
+                let stream_seq = std::str::from_utf8(value).ok()?.parse::<u64>().ok()?;
+                Some((subjects::reply_seq_of_thread_key(key)?, stream_seq))
+            })
+            .filter(|(reply_seq, _)| *reply_seq > after)
+            .collect();
+        // Keys sort as text ("10" before "9"); a thread is read in `seq` order.
+        replies.sort_unstable();
+        let limit = usize::try_from(limit.clamp(1, MAX_PAGE)).unwrap_or(1);
+        let has_more = replies.len() > limit;
+        replies.truncate(limit);
+        let mut messages = Vec::with_capacity(replies.len());
+        for read in join_all(replies.iter().map(|(_, stream_seq)| self.message_at(*stream_seq))).await {
+            if let Some(stored) = read? {
+                messages.push(stored.message);
+            }
+        }
+        Ok((messages, has_more))
     }
 
     /// Messages `first..=last` in order, skipping any that retention already removed.

@@ -14,6 +14,7 @@ pub struct Storage {
     pub members: kv::Store,
     pub memberships: kv::Store,
     pub message_index: kv::Store,
+    pub thread_index: kv::Store,
     pub client_msg_ids: kv::Store,
     pub receipts: kv::Store,
 }
@@ -54,6 +55,7 @@ impl Storage {
             members: open(subjects::MEMBERS_BUCKET).await?,
             memberships: open(subjects::MEMBERSHIPS_BUCKET).await?,
             message_index: open(subjects::MESSAGE_INDEX_BUCKET).await?,
+            thread_index: open(subjects::THREAD_INDEX_BUCKET).await?,
             client_msg_ids: open(subjects::CLIENT_MSG_ID_BUCKET).await?,
             receipts: open(subjects::RECEIPTS_BUCKET).await?,
             messages,

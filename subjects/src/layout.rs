@@ -18,6 +18,8 @@ pub const MEMBERS_BUCKET: &str = "members";
 pub const MEMBERSHIPS_BUCKET: &str = "memberships";
 /// Per-conversation index `<conv>.<seq>` → stream sequence, so history pages need no scan.
 pub const MESSAGE_INDEX_BUCKET: &str = "msgindex";
+/// Thread index `<conv>.<parent_seq>.<reply_seq>` → stream sequence, so a thread is listed by prefix, not by scanning.
+pub const THREAD_INDEX_BUCKET: &str = "threadindex";
 /// Durable idempotency record `<conv>.<client_msg_id>` → ack, for resends older than the duplicate window.
 pub const CLIENT_MSG_ID_BUCKET: &str = "msgids";
 
@@ -95,6 +97,21 @@ pub fn parse_membership_key(key: &str) -> Option<(Id, Id)> {
 /// `<conv>.<seq>` in [`MESSAGE_INDEX_BUCKET`].
 pub fn message_index_key(conversation: &Id, seq: u64) -> String {
     format!("{conversation}.{seq}")
+}
+
+/// `<conv>.<parent_seq>.<reply_seq>` in [`THREAD_INDEX_BUCKET`].
+pub fn thread_index_key(conversation: &Id, parent_seq: u64, reply_seq: u64) -> String {
+    format!("{conversation}.{parent_seq}.{reply_seq}")
+}
+
+/// `<conv>.<parent_seq>.*`: every reply to one message in [`THREAD_INDEX_BUCKET`].
+pub fn thread_replies_filter(conversation: &Id, parent_seq: u64) -> String {
+    format!("{conversation}.{parent_seq}.*")
+}
+
+/// The reply's `seq` from a [`THREAD_INDEX_BUCKET`] key.
+pub fn reply_seq_of_thread_key(key: &str) -> Option<u64> {
+    key.rsplit_once('.')?.1.parse().ok()
 }
 
 /// `<conv>.<client_msg_id>` in [`CLIENT_MSG_ID_BUCKET`].
@@ -212,6 +229,7 @@ pub fn bucket_configs(settings: &StorageSettings) -> Vec<kv::Config> {
         bucket(MEMBERS_BUCKET, "membership: <conversation>.<user> -> role", forever, settings),
         bucket(MEMBERSHIPS_BUCKET, "membership: <user>.<conversation>", forever, settings),
         bucket(MESSAGE_INDEX_BUCKET, "history index: <conversation>.<seq> -> stream sequence", settings.message_ttl, settings),
+        bucket(THREAD_INDEX_BUCKET, "thread index: <conversation>.<parent seq>.<reply seq> -> stream sequence", settings.message_ttl, settings),
         bucket(CLIENT_MSG_ID_BUCKET, "idempotency: <conversation>.<client_msg_id> -> ack", settings.message_ttl, settings),
         bucket(RECEIPTS_BUCKET, "watermarks: <conversation>.<user>[.<device>] -> read, delivered", forever, settings),
     ]
@@ -229,5 +247,6 @@ mod tests {
         assert_eq!(parse_membership_key(&membership_key(&user, &conversation)), Some((user.clone(), conversation.clone())));
         assert_eq!(conversation_of_message_subject(&message_subject(&conversation)), Some(conversation));
         assert_eq!(conversation_of_message_subject("msg.a.b"), None);
+        assert_eq!(reply_seq_of_thread_key(&thread_index_key(&Id::parse("c1").unwrap(), 3, 17)), Some(17));
     }
 }

@@ -279,6 +279,7 @@ pub fn permissions(role: Role) -> Permissions {
                 crate::CONVERSATIONS_BUCKET,
                 crate::MEMBERSHIPS_BUCKET,
                 crate::MESSAGE_INDEX_BUCKET,
+                crate::THREAD_INDEX_BUCKET,
                 crate::CLIENT_MSG_ID_BUCKET,
                 crate::RECEIPTS_BUCKET,
                 media::MEDIA_RECORDS_BUCKET,

@@ -21,6 +21,7 @@ mod push_delivery;
 mod push_registration;
 mod rate_limits;
 mod receipts;
+mod replies;
 mod request_ids;
 mod search;
 mod search_analysts;

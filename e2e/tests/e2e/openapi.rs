@@ -31,11 +31,14 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_response() -> an
     let alice = system.api(0, "alice");
     let group = alice.create_group("openapi", &["bob"]).await?;
     alice.send_text_ok(&group.id, "m1", "hello schemathesis").await?;
-    // An analyst token scoped to the group is also a member's token for alice, so the analysts' endpoint gets past 403 too.
-    let token = system.analyst_token("alice", Some(&[group.id.as_str()]));
+    // Nobody can leave a direct conversation, so sends into it stay possible whatever schemathesis did to the group first.
+    let direct = alice.create_direct("bob").await?;
+    alice.send_text_ok(&direct.id, "d1", "hello again").await?;
+    // An analyst token scoped to the conversations is also a member's token for alice, so the analysts' endpoint gets past 403 too.
+    let token = system.analyst_token("alice", Some(&[group.id.as_str(), direct.id.as_str()]));
     let work = tempfile::tempdir()?;
     let config = work.path().join("schemathesis.toml");
-    std::fs::write(&config, config_toml(&group.id))?;
+    std::fs::write(&config, config_toml(&[&group.id, &direct.id]))?;
     let document = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
     let seed = std::env::var("NATTER_SCHEMATHESIS_SEED").unwrap_or_else(|_| DEFAULT_SEED.to_owned());
     let max_examples = std::env::var("NATTER_SCHEMATHESIS_MAX_EXAMPLES").unwrap_or_else(|_| MAX_EXAMPLES.to_owned());
@@ -50,6 +53,7 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_response() -> an
         .args(["--checks", CHECKS])
         .args(["--workers", "1", "--max-examples", &max_examples, "--seed", &seed])
         .args(["--generation-database", "none", "--no-color"])
+        .args(["--report", "har", "--report-dir", "reports"])
         // Reports and caches land in the temp dir, not the checkout.
         .current_dir(work.path())
         .stdin(Stdio::null())
@@ -61,20 +65,39 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_response() -> an
     let report = format!("{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     anyhow::ensure!(output.status.success(), "schemathesis failed ({}) after {:?}:\n{report}", output.status, started.elapsed());
     // A run that only ever got 403s would pass too: messages it sent show the authorised paths were reached. (Not the
-    // group's history: schemathesis may well have made alice leave it.)
+    // group's history: schemathesis may well have made alice leave it.) Its generated sends mostly carry a `reply_to`,
+    // which in the empty groups it makes itself is rightly refused by the tail check, the last step before the append:
+    // such a refusal shows the send path was reached as well.
     let jetstream = async_nats::jetstream::new(system.connect_nats().await?);
     let stored = jetstream.get_stream(subjects::MESSAGE_STREAM).await?.info().await?.state.messages;
-    eprintln!("schemathesis passed in {:?}; {stored} messages stored", started.elapsed());
-    anyhow::ensure!(stored > 1, "schemathesis never got a message accepted:\n{report}");
+    let refused_at_the_tail = sends_refused_at_the_tail(&work.path().join("reports"))?;
+    eprintln!("schemathesis passed in {:?}; {stored} messages stored, {refused_at_the_tail} replies refused at the tail", started.elapsed());
+    anyhow::ensure!(stored > 2 || refused_at_the_tail > 0, "schemathesis never got a message past authorisation:\n{report}");
     Ok(())
+}
+
+/// `POST /v1/messages` answers in schemathesis' HAR reports that refused a `reply_to` the conversation does not hold yet.
+fn sends_refused_at_the_tail(report_dir: &Path) -> anyhow::Result<usize> {
+    let mut refused = 0;
+    for entry in std::fs::read_dir(report_dir)? {
+        let har: serde_json::Value = serde_json::from_slice(&std::fs::read(entry?.path())?)?;
+        let entries = har["log"]["entries"].as_array().cloned().unwrap_or_default();
+        refused += entries
+            .iter()
+            .filter(|entry| entry["request"]["method"] == "POST" && entry["request"]["url"].as_str().is_some_and(|url| url.split('?').next().is_some_and(|path| path.ends_with("/v1/messages"))))
+            .filter(|entry| entry["response"]["status"] == 400 && entry["response"]["content"]["text"].as_str().is_some_and(|text| text.contains("reply_to")))
+            .count();
+    }
+    Ok(refused)
 }
 
 /// Values schemathesis mixes into what it generates: known-good ids, so authorised paths get exercised and not only
 /// `403`s, and edge cases it would not find by chance.
-fn config_toml(conversation: &str) -> String {
+fn config_toml(conversations: &[&str]) -> String {
+    let conversations = conversations.iter().map(|id| format!("\"{id}\"")).collect::<Vec<_>>().join(", ");
     format!(
         r#"[dictionaries.conversations]
-values = ["{conversation}"]
+values = [{conversations}]
 
 [dictionaries.users]
 values = ["bob", "carol"]

@@ -166,6 +166,7 @@ async fn publish_messages(
             sender_device: "bench".to_owned(),
             sent_at: now - time::Duration::milliseconds(age_ms),
             body: Body::text(text),
+            reply_to: None,
         };
         let bytes = schemas::encode_stored_message(&StoredMessage { message, prev_stream_seq: 0 });
         let subject = subjects::message_subject(&Id::parse(&conversation_id(conversation))?);

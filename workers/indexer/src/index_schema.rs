@@ -174,6 +174,7 @@ mod tests {
             sender_device: "d".to_owned(),
             sent_at: time::OffsetDateTime::UNIX_EPOCH,
             body: schemas::Body::text("hi"),
+            reply_to: None,
         };
         assert_eq!(searchable_text(&message), Some("hi"));
         message.body = schemas::Body { ciphertext: Some("c2VjcmV0".to_owned()), ..Default::default() };

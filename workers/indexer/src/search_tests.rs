@@ -32,6 +32,7 @@ fn message(conversation: &str, seq: u64, sender: &str, age: time::Duration, body
         sender_device: "phone".to_owned(),
         sent_at: OffsetDateTime::now_utc() - age,
         body,
+        reply_to: None,
     }
 }
 

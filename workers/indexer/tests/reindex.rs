@@ -18,6 +18,7 @@ async fn publish_messages(nats: &async_nats::Client, count: u64) -> anyhow::Resu
             sender_device: "phone".to_owned(),
             sent_at: time::OffsetDateTime::now_utc(),
             body: Body::text(format!("rebuild me {seq}")),
+            reply_to: None,
         };
         let bytes = schemas::encode_stored_message(&StoredMessage { message, prev_stream_seq: 0 });
         jetstream.publish(subjects::message_subject(&Id::parse("g-1")?), bytes.into()).await?.await?;
