@@ -229,9 +229,12 @@ async fn typing_reaches_the_other_members_once_per_two_seconds_across_gateways()
     // that follows them; so every typing event relayed is in front of these messages.
     alice_phone.send_text(&group.id, "after-typing-1", "barrier").await?;
     alice_laptop.send_text(&group.id, "after-typing-2", "barrier").await?;
+    // One window holds them all unless a loaded machine took longer than a window to send ten frames;
+    // then each window that passed may relay one more, never more than that.
+    let windows_spanned = first_typing_sent_at.elapsed().as_secs() / 2 + 1;
     for observer in [&mut bob, &mut carol] {
         let typing = typing_before_message(observer, &group.id, 2).await?;
-        assert_eq!(typing.len(), 1, "ten typing frames from two gateways, one relayed: {typing:?}");
+        assert!(!typing.is_empty() && typing.len() as u64 <= windows_spanned, "ten typing frames from two gateways within {windows_spanned} window(s), one relayed per window: {typing:?}");
         assert!(matches!(&typing[0], ServerFrame::Typing { conversation_id, user } if *conversation_id == group.id && user == "alice"));
     }
     for typer in [&mut alice_phone, &mut alice_laptop] {
