@@ -19,7 +19,7 @@ mod push_registered_users;
 mod receipts;
 mod search;
 mod settings;
-mod startup_retry;
+mod retry;
 
 pub use conversations::{direct_conversation_id, ConversationLimits, Conversations};
 pub use error::StoreError;
@@ -35,7 +35,7 @@ pub use receipts::{Receipts, WatermarkMove};
 pub use search::{LogBounds, SearchStorage};
 pub use batch_get::{last_messages, LastMessage};
 pub use settings::{storage_settings_from_environment, NATS_USER};
-pub use startup_retry::{retry_at_startup, STARTUP_PATIENCE};
+pub use retry::{retry_at_startup, STARTUP_PATIENCE};
 
 /// Sends a ready-made frame (typing, receipt, presence) to every device of `user` connected anywhere.
 ///

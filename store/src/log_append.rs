@@ -15,6 +15,7 @@ use subjects::Id;
 
 use crate::error::{from_nats, StoreError};
 use crate::log_read::LogReader;
+use crate::retry::{retry_with_patience, Patience};
 use crate::{Receipts, Storage};
 
 /// How long an append keeps retrying after losing races for the conversation's tail.
@@ -244,19 +245,9 @@ impl MessageLog {
     /// send the client into a resend for a message that is stored, and a bucket without a leader (a
     /// cluster electing one) comes back within seconds.
     async fn write_records_patiently(&self, conversation: &Id, client_msg_id: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
-        let give_up_at = Instant::now() + RECORDS_RETRY_BUDGET;
-        let mut pause = Duration::from_millis(50);
-        loop {
-            match self.write_records(conversation, client_msg_id, outcome).await {
-                Ok(()) => return Ok(()),
-                Err(error) if Instant::now() + pause < give_up_at => {
-                    tracing::debug!(%error, %conversation, seq = outcome.seq, "records not written yet; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(1));
-                }
-                Err(error) => return Err(error),
-            }
-        }
+        let patience = Patience { budget: RECORDS_RETRY_BUDGET, first_pause: Duration::from_millis(50), longest_pause: Duration::from_secs(1) };
+        let on_retry = |error: &StoreError, _pause| tracing::debug!(%error, %conversation, seq = outcome.seq, "records not written yet; retrying");
+        retry_with_patience(patience, |_| true, on_retry, || self.write_records(conversation, client_msg_id, outcome)).await
     }
 
     /// The history index entry and, for a reply, its thread index entry, side by side.
