@@ -62,6 +62,8 @@ pub struct Limits {
     pub conversations: store::ConversationLimits,
     /// Devices one user may have connected to one gateway at once (`NATTER_MAX_DEVICES_PER_USER`).
     pub max_devices_per_user: usize,
+    /// How long after sending the sender may edit a message (`NATTER_EDIT_WINDOW_SECS`).
+    pub edit_window: Duration,
 }
 
 impl Default for Limits {
@@ -76,6 +78,8 @@ impl Default for Limits {
             delivered_store_interval: Duration::from_secs(2),
             conversations: store::ConversationLimits::default(),
             max_devices_per_user: 20,
+            // Telegram's 48 hours: long enough to fix a typo found the next day.
+            edit_window: Duration::from_secs(48 * 3600),
         }
     }
 }
@@ -121,6 +125,9 @@ impl GatewayConfig {
         }
         if let Some(count) = get("NATTER_MAX_DEVICES_PER_USER") {
             config.limits.max_devices_per_user = count.parse().context("NATTER_MAX_DEVICES_PER_USER must be a count")?;
+        }
+        if let Some(seconds) = get("NATTER_EDIT_WINDOW_SECS") {
+            config.limits.edit_window = Duration::from_secs(seconds.parse().context("NATTER_EDIT_WINDOW_SECS must be a whole number of seconds")?);
         }
         config.redis_url = get("NATTER_REDIS_URL").map(str::to_owned);
         if let Some(seconds) = get("NATTER_HEARTBEAT_SECS") {

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use schemas::ServerFrame;
 use store::LogReader;
 use subjects::Id;
 use tokio::sync::{mpsc, oneshot};
@@ -232,7 +231,7 @@ impl UserDeliveries {
 
     async fn offer(&mut self, connection: ConnectionId, delivery: &Delivery) {
         let Some(device) = self.devices.get_mut(&connection) else { return };
-        let outcome = offer_to_device(&self.reader, device, delivery).await;
+        let outcome = offer_to_device(&self.reader, &self.user, device, delivery).await;
         if let Ok(Offered::Pushed { earlier_senders }) = &outcome {
             if let Some(sent_at_micros) = delivery.sent_at_micros {
                 observe_delivery_latency(sent_at_micros);
@@ -282,7 +281,7 @@ enum Offered {
     Pushed { earlier_senders: BTreeSet<Id> },
 }
 
-async fn offer_to_device(reader: &LogReader, device: &mut DeviceState, delivery: &Delivery) -> Result<Offered, Disconnect> {
+async fn offer_to_device(reader: &LogReader, user: &Id, device: &mut DeviceState, delivery: &Delivery) -> Result<Offered, Disconnect> {
     if let Some(held) = &mut device.held {
         if held.len() >= device.attachment.max_held {
             return Err(Disconnect("too many messages arrived while syncing; resume with sync", "held_overflow"));
@@ -292,44 +291,37 @@ async fn offer_to_device(reader: &LogReader, device: &mut DeviceState, delivery:
     }
     let conversation = &delivery.conversation;
     let mut earlier_senders = BTreeSet::new();
-    let mut note_sender = |message: &schemas::Message| {
-        if let Ok(sender) = Id::parse(&message.sender) {
-            earlier_senders.insert(sender);
-        }
-    };
-    match device.cursors.decide(conversation, delivery.seq) {
+    let earlier = match device.cursors.decide(conversation, delivery.seq) {
         Decision::Drop => return Ok(Offered::Dropped),
-        Decision::Deliver => {}
-        Decision::FillGap { first_missing } => {
-            let missing = reader
-                .range(conversation, first_missing, delivery.seq - 1)
-                .await
-                .map_err(|_| Disconnect("could not fill a gap in delivery; resume with sync", "gap_fill_failed"))?;
-            for message in missing {
-                note_sender(&message);
-                push(device, Outbound::frame(&ServerFrame::Message { message }))?;
-            }
-        }
+        Decision::Deliver => Vec::new(),
+        Decision::FillGap { first_missing } => reader
+            .folded_range(conversation, first_missing, delivery.seq - 1, user)
+            .await
+            .map_err(|_| Disconnect("could not fill a gap in delivery; resume with sync", "gap_fill_failed"))?,
         Decision::FirstSeen => {
-            // Another fanout worker may still be delivering messages sent after this device
+            // Another fanout worker may still be delivering entries appended after this device
             // connected but ordered before this one: look for them in the log.
             let mut earlier = Vec::new();
             let mut seq = delivery.seq;
             while seq > 1 && delivery.seq - seq < FIRST_SEEN_LOOKBACK {
                 match reader.get_by_seq(conversation, seq - 1).await {
                     Ok(Some(stored)) if stored.message.sent_at >= device.connected_at => {
-                        earlier.push(stored.message);
+                        earlier.push(stored);
                         seq -= 1;
                     }
                     Ok(_) => break,
                     Err(_) => return Err(Disconnect("could not read the log; resume with sync", "log_read_failed")),
                 }
             }
-            for message in earlier.into_iter().rev() {
-                note_sender(&message);
-                push(device, Outbound::frame(&ServerFrame::Message { message }))?;
-            }
+            earlier.reverse();
+            reader.fold(conversation, earlier, user).await.map_err(|_| Disconnect("could not read the log; resume with sync", "log_read_failed"))?
         }
+    };
+    for item in earlier {
+        if let Ok(sender) = Id::parse(item.sender()) {
+            earlier_senders.insert(sender);
+        }
+        push(device, Outbound::frame(&item.into_frame()))?;
     }
     push(device, Outbound::Text(delivery.payload.clone()))?;
     device.cursors.advance(conversation, delivery.seq);

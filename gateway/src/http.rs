@@ -3,7 +3,7 @@
 use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::{Json, Router};
 use schemas::{
     AddMemberRequest, ConnectQuery, Conversation, ConversationKind, CreateConversationRequest, DevTokenRequest, HistoryPage, HistoryQuery,
@@ -31,6 +31,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/conversations/{id}/members", post(add_member))
         .route("/v1/conversations/{id}/members/{user}", delete(remove_member))
         .route("/v1/conversations/{id}/messages", get(history))
+        .route("/v1/conversations/{id}/messages/{seq}", patch(crate::changes_api::edit).delete(crate::changes_api::delete))
+        .route("/v1/conversations/{id}/messages/{seq}/reactions", post(crate::changes_api::react))
         .route("/v1/conversations/{id}/messages/{seq}/replies", get(crate::replies_api::replies))
         .route("/v1/messages", post(post_message))
         .route("/v1/receipts", post(post_receipt))
@@ -185,8 +187,8 @@ async fn history(
         (None, None) => HistoryRequest::Latest { limit },
     };
     require_member(&state, &conversation, &caller).await?;
-    let (messages, has_more) = state.reader.page(&conversation, request).await?;
-    Ok(Json(HistoryPage { messages, has_more }))
+    let page = state.reader.page(&conversation, request, &caller).await?;
+    Ok(Json(HistoryPage { messages: page.messages, has_more: page.has_more, updates: page.updates }))
 }
 
 /// Sends a message; the same `client_msg_id` again answers 200 with the original `seq` and stores nothing.

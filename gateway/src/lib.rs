@@ -3,6 +3,8 @@
 mod api_error;
 mod auth;
 mod auth_extract;
+mod changes;
+mod changes_api;
 pub mod config;
 mod delivery_hub;
 mod delivery_order;

@@ -28,6 +28,9 @@ pub const BEARER: &str = "bearer";
         crate::http::remove_member,
         crate::http::history,
         crate::replies_api::replies,
+        crate::changes_api::edit,
+        crate::changes_api::delete,
+        crate::changes_api::react,
         crate::http::post_message,
         crate::http::post_receipt,
         crate::search_api::search,
@@ -118,7 +121,7 @@ impl Modify for CommonResponses {
             components.responses.insert(name.to_owned(), ResponseBuilder::new().description(description).content("application/json", content).build().into());
         }
         for path_item in openapi.paths.paths.values_mut() {
-            for operation in [&mut path_item.get, &mut path_item.post, &mut path_item.put, &mut path_item.delete].into_iter().flatten() {
+            for operation in [&mut path_item.get, &mut path_item.post, &mut path_item.put, &mut path_item.patch, &mut path_item.delete].into_iter().flatten() {
                 let mut shared = Vec::new();
                 if operation.request_body.is_some() {
                     shared.extend([("400", "Invalid"), ("413", "TooLarge")]);

@@ -39,6 +39,6 @@ pub async fn replies(
         return Err(ApiError::invalid(format!("limit must be between 1 and {MAX_PAGE}")));
     }
     require_member(&state, &conversation, &caller).await?;
-    let (messages, has_more) = state.reader.thread(&conversation, parent, query.after.unwrap_or(0), limit).await?;
-    Ok(Json(HistoryPage { messages, has_more }))
+    let (messages, has_more) = state.reader.thread(&conversation, parent, query.after.unwrap_or(0), limit, &caller).await?;
+    Ok(Json(HistoryPage { messages, has_more, updates: Vec::new() }))
 }

@@ -43,11 +43,7 @@ pub async fn send_message(
     if reply_to == Some(0) {
         return Err(ApiError::invalid("reply_to is a seq: 1 or more"));
     }
-    if state.nats.connection_state() != async_nats::connection::State::Connected {
-        // An append now would wait out its whole timeout and leave the client guessing; the client retries
-        // with the same client_msg_id, so saying so at once costs nothing.
-        return Err(ApiError::unavailable("the message log is unreachable; retry shortly", NATS_DOWN_RETRY_AFTER_MS));
-    }
+    require_log_reachable(state)?;
     require_member(state, &conversation, sender).await?;
     if body.ciphertext.is_none() && state.conversations.is_encrypted(&conversation).await? {
         // Refused before anything is stored: a plaintext body would sit in history, search and push previews.
@@ -69,12 +65,21 @@ pub async fn send_message(
     }
     let outcome = state
         .log
-        .append(AppendRequest { conversation: conversation.clone(), client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body, reply_to, request_id: Some(request_id.to_owned()) })
+        .append(AppendRequest { conversation: conversation.clone(), client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body, reply_to, request_id: Some(request_id.to_owned()), change: None })
         .await?;
     // Writing in a conversation means having read it up to one's own message: the log moved the
     // user's read watermark before the ack. No receipt frame follows: the sender's other devices
     // get the message itself, which says as much.
     Ok(outcome)
+}
+
+/// `unavailable` at once while NATS is unreachable: an append now would wait out its whole timeout and
+/// leave the client guessing; the client retries with the same client_msg_id, so saying so costs nothing.
+pub fn require_log_reachable(state: &AppState) -> Result<(), ApiError> {
+    if state.nats.connection_state() != async_nats::connection::State::Connected {
+        return Err(ApiError::unavailable("the message log is unreachable; retry shortly", NATS_DOWN_RETRY_AFTER_MS));
+    }
+    Ok(())
 }
 
 /// `forbidden` unless `user` belongs to `conversation` (unknown conversations included, so ids cannot be probed).

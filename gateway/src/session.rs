@@ -5,6 +5,7 @@ use subjects::Id;
 use tokio::sync::mpsc;
 
 use crate::api_error::ApiError;
+use crate::changes::{change_message, ChangeAction, ChangeRequest};
 use crate::delivery_hub::ConnectionId;
 use crate::outbound::{close_codes, Outbound};
 use crate::receipts::apply_client_receipt;
@@ -46,20 +47,17 @@ impl Session {
             ClientFrame::Ping { id } => self.reply(ServerFrame::Pong { id }).await,
             ClientFrame::Send { id, conversation_id, client_msg_id, body, reply_to } => {
                 let request = SendRequest { conversation_id: &conversation_id, client_msg_id: &client_msg_id, body, reply_to };
-                match send_message(&self.state, &self.user, &self.device, self.address, request, &self.request_id).await {
-                    Ok(outcome) => {
-                        self.reply(ServerFrame::Ack {
-                            id,
-                            conversation_id,
-                            client_msg_id,
-                            seq: outcome.seq,
-                            sent_at: outcome.sent_at,
-                            duplicate: outcome.duplicate,
-                        })
-                        .await
-                    }
-                    Err(error) => return self.request_error(id, error).await,
-                }
+                let outcome = send_message(&self.state, &self.user, &self.device, self.address, request, &self.request_id).await;
+                return self.acknowledge(id, conversation_id, client_msg_id, outcome).await;
+            }
+            ClientFrame::Edit { id, conversation_id, client_msg_id, seq, body } => {
+                return self.change(id, conversation_id, client_msg_id, seq, ChangeAction::Edit { body }).await;
+            }
+            ClientFrame::Delete { id, conversation_id, client_msg_id, seq } => {
+                return self.change(id, conversation_id, client_msg_id, seq, ChangeAction::Delete).await;
+            }
+            ClientFrame::React { id, conversation_id, client_msg_id, seq, emoji, action, body } => {
+                return self.change(id, conversation_id, client_msg_id, seq, ChangeAction::React { emoji, action, body }).await;
             }
             ClientFrame::Sync { id, cursors } => {
                 if let Err(SyncAborted(reason)) = sync_device(self, id, cursors).await {
@@ -80,6 +78,23 @@ impl Session {
             }
         }
         Flow::Continue
+    }
+
+    async fn change(&mut self, id: Option<FrameId>, conversation_id: String, client_msg_id: String, target_seq: u64, action: ChangeAction) -> Flow {
+        let request = ChangeRequest { conversation_id: &conversation_id, client_msg_id: &client_msg_id, target_seq, action };
+        let outcome = change_message(&self.state, &self.user, &self.device, self.address, request, &self.request_id).await;
+        self.acknowledge(id, conversation_id, client_msg_id, outcome).await
+    }
+
+    /// A send or change is answered with `ack` (its `seq` in the log) or an error.
+    async fn acknowledge(&mut self, id: Option<FrameId>, conversation_id: String, client_msg_id: String, outcome: Result<store::AppendOutcome, ApiError>) -> Flow {
+        match outcome {
+            Ok(outcome) => {
+                self.reply(ServerFrame::Ack { id, conversation_id, client_msg_id, seq: outcome.seq, sent_at: outcome.sent_at, duplicate: outcome.duplicate }).await;
+                Flow::Continue
+            }
+            Err(error) => self.request_error(id, error).await,
+        }
     }
 
     /// A frame that broke the protocol (malformed, oversized): answered, counted, and past the budget the socket closes.

@@ -1,4 +1,4 @@
-//! `sync`: sends a device exactly the messages it missed, in order, then `synced`, with live traffic held at the seam.
+//! `sync`: sends a device exactly the log entries it missed, in order (messages as they now stand, changes as `message_updated`), then `synced`, with live traffic held at the seam.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -36,12 +36,16 @@ pub async fn sync_device(session: &Session, id: Option<FrameId>, cursors: BTreeM
         let mut senders = BTreeSet::new();
         while next <= last {
             let chunk_end = last.min(next + MAX_PAGE - 1);
-            let messages = state.reader.range(&conversation, next, chunk_end).await.map_err(|_| SyncAborted("could not read the log during sync; resume again"))?;
-            for message in messages {
-                if let Ok(sender) = Id::parse(&message.sender) {
+            let items = state
+                .reader
+                .folded_range(&conversation, next, chunk_end, &session.user)
+                .await
+                .map_err(|_| SyncAborted("could not read the log during sync; resume again"))?;
+            for item in items {
+                if let Ok(sender) = Id::parse(item.sender()) {
                     senders.insert(sender);
                 }
-                session.send_or_abort(Outbound::frame(&ServerFrame::Message { message })).await?;
+                session.send_or_abort(Outbound::frame(&item.into_frame())).await?;
             }
             next = chunk_end + 1;
         }

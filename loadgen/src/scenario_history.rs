@@ -115,17 +115,17 @@ pub async fn run_history(target: &Target, options: &HistoryOptions) -> anyhow::R
 async fn append_one(jetstream: &jetstream::Context, conversation: &str, seq: u64, prev_stream_seq: u64) -> anyhow::Result<u64> {
     let conversation_id = Id::parse(conversation)?;
     let client_msg_id = Id::parse(&format!("h{seq}"))?;
-    let message = Message {
-        conversation_id: conversation.to_owned(),
+    let message = Message::new(
+        conversation.to_owned(),
         seq,
-        client_msg_id: client_msg_id.to_string(),
-        sender: READER.to_owned(),
-        sender_device: "hdevice".to_owned(),
-        sent_at: time::OffsetDateTime::now_utc(),
-        body: Body::text(crate::natter_clients::MESSAGE_TEXT),
-        reply_to: None,
-    };
-    let envelope = schemas::encode_stored_message(&StoredMessage { message: message.clone(), prev_stream_seq });
+        client_msg_id.to_string(),
+        READER.to_owned(),
+        "hdevice".to_owned(),
+        time::OffsetDateTime::now_utc(),
+        Body::text(crate::natter_clients::MESSAGE_TEXT),
+        None,
+    );
+    let envelope = schemas::encode_stored_message(&StoredMessage::message(message.clone(), prev_stream_seq));
     let publish = PublishMessage::build()
         .payload(envelope.into())
         .message_id(subjects::publish_dedupe_id(&conversation_id, &client_msg_id))

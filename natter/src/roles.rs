@@ -40,7 +40,7 @@ pub async fn run_fanout(config: &NatterConfig, shutdown: CancellationToken) -> a
     let nats = connect_nats(config, Role::Fanout).await?;
     let readiness = fanout::readiness(nats.clone(), fanout_config.redis_url.as_deref())?;
     let operations = serve_worker_operations(config, readiness, &shutdown).await?;
-    with_operations(fanout::run(fanout_config, nats, shutdown.clone()), operations, shutdown).await
+    with_operations(Box::pin(fanout::run(fanout_config, nats, shutdown.clone())), operations, shutdown).await
 }
 
 /// `natter media`: the same as the `natter-media` binary, with the config file honoured too.
@@ -48,7 +48,7 @@ pub async fn run_media(config: &NatterConfig, shutdown: CancellationToken) -> an
     let media_config = media::MediaWorkerConfig::from_environment(config.environment())?;
     let nats = connect_nats(config, Role::Media).await?;
     let operations = serve_worker_operations(config, media::readiness(nats.clone()), &shutdown).await?;
-    with_operations(media::run(media_config, nats, shutdown.clone()), operations, shutdown).await
+    with_operations(Box::pin(media::run(media_config, nats, shutdown.clone())), operations, shutdown).await
 }
 
 /// `natter push`: the same as the `natter-push` binary, with the config file honoured too.
@@ -56,7 +56,7 @@ pub async fn run_push(config: &NatterConfig, shutdown: CancellationToken) -> any
     let push_config = push::PushWorkerConfig::from_environment(config.environment())?;
     let nats = connect_nats(config, Role::Push).await?;
     let operations = serve_worker_operations(config, push::readiness(nats.clone()), &shutdown).await?;
-    with_operations(push::run(push_config, nats, shutdown.clone()), operations, shutdown).await
+    with_operations(Box::pin(push::run(push_config, nats, shutdown.clone())), operations, shutdown).await
 }
 
 /// `natter indexer`: the same as the `natter-indexer` binary, with the config file honoured too.
@@ -64,7 +64,7 @@ pub async fn run_indexer(config: &NatterConfig, shutdown: CancellationToken) -> 
     let indexer_config = indexer::IndexerConfig::from_environment(config.environment())?;
     let nats = connect_nats(config, Role::Indexer).await?;
     let operations = serve_worker_operations(config, indexer::readiness(nats.clone()), &shutdown).await?;
-    with_operations(indexer::run(indexer_config, nats, shutdown.clone()), operations, shutdown).await
+    with_operations(Box::pin(indexer::run(indexer_config, nats, shutdown.clone())), operations, shutdown).await
 }
 
 /// `natter provision`: creates or updates every stream, bucket and object store, then exits. Run it
@@ -90,6 +90,8 @@ async fn serve_worker_operations(
 }
 
 /// Runs the role; whichever way it ends, the operations server is stopped and waited for.
+/// Callers box the role: a worker's whole future is tens of KB in debug builds, and held by value
+/// in its caller's it overflowed a test thread's 2 MB stack.
 async fn with_operations(
     role: impl std::future::Future<Output = anyhow::Result<()>>,
     operations: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,

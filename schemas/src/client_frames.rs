@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::Body;
+use crate::{Body, ReactionAction};
 
 /// A client's correlation id, echoed on the reply; any JSON scalar the client chose.
 pub type FrameId = serde_json::Value;
@@ -20,6 +20,37 @@ pub enum ClientFrame {
         body: Body,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<u64>,
+    },
+    /// Replaces the text of one's own message `seq`; acked like a send, with the edit's own `seq`.
+    Edit {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<FrameId>,
+        conversation_id: String,
+        client_msg_id: String,
+        seq: u64,
+        body: Body,
+    },
+    /// Deletes message `seq` (one's own, or any as a group's owner).
+    Delete {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<FrameId>,
+        conversation_id: String,
+        client_msg_id: String,
+        seq: u64,
+    },
+    /// Puts an emoji on message `seq` or takes it off; an encrypted conversation's reaction is a ciphertext `body` instead.
+    React {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<FrameId>,
+        conversation_id: String,
+        client_msg_id: String,
+        seq: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        emoji: Option<String>,
+        #[serde(default)]
+        action: ReactionAction,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        body: Option<Body>,
     },
     Sync {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -58,7 +89,7 @@ struct FrameHead {
     id: Option<FrameId>,
 }
 
-const KNOWN_TYPES: [&str; 5] = ["send", "sync", "typing", "read", "ping"];
+const KNOWN_TYPES: [&str; 8] = ["send", "edit", "delete", "react", "sync", "typing", "read", "ping"];
 
 /// Parses one text frame; the error says what was wrong in words a client developer can act on.
 pub fn parse_client_frame(text: &str) -> Result<ClientFrame, FrameError> {
@@ -106,6 +137,13 @@ mod tests {
             Ok(r#"{"type":"send","id":"a","conversation_id":"c","client_msg_id":"m","body":{"text":"hi"}}"#),
         );
         check(r#"{"type":"sync","cursors":{"c":3}}"#, Ok(r#"{"type":"sync","cursors":{"c":3}}"#));
+        check(
+            r#"{"type":"react","conversation_id":"c","client_msg_id":"r","seq":3,"emoji":"👍"}"#,
+            Ok(r#"{"type":"react","conversation_id":"c","client_msg_id":"r","seq":3,"emoji":"👍","action":"add"}"#),
+        );
+        check(r#"{"type":"react","conversation_id":"c","client_msg_id":"r","seq":3,"emoji":"👍","action":"flip"}"#, Err("bad `react` frame"));
+        check(r#"{"type":"delete","conversation_id":"c","client_msg_id":"d","seq":3}"#, Ok(r#"{"type":"delete","conversation_id":"c","client_msg_id":"d","seq":3}"#));
+        check(r#"{"type":"edit","conversation_id":"c","client_msg_id":"e","seq":3}"#, Err("bad `edit` frame"));
         check("not json", Err("not a JSON object"));
         check("[1,2]", Err("not a JSON object"));
         check(r#"{"id":1}"#, Err("no `type`"));

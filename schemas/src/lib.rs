@@ -7,6 +7,7 @@ mod client_frames;
 mod error_code;
 mod media;
 mod message;
+mod message_change;
 mod push;
 pub mod push_providers;
 mod records;
@@ -21,6 +22,10 @@ pub use media::{
     UploadGrantQuery,
 };
 pub use message::{Body, BodyError, Message};
+pub use message_change::{
+    fold_message, server_folds, validate_emoji, Change, ChangeKind, DeleteState, EditState, MessageStateRecord, MessageUpdate, ReactionAction,
+    ReactionState, ReactionSummary, MAX_EMOJIS_PER_MESSAGE, MAX_EMOJI_BYTES,
+};
 pub use push::{
     ConversationSettings, ConversationSettingsRequest, NotificationSettings, PushJob, PushNotification, PushProvider, PushRegistrationRecord,
     RegisterPushRequest, SilenceRecord, WebPushKeys, WebPushSubscription,

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::Timestamp;
+use crate::{ReactionSummary, Timestamp};
 
 /// One message of a conversation; `seq` is gapless per conversation (1, 2, 3 …).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -20,6 +20,48 @@ pub struct Message {
     /// The `seq` of the message this one replies to, in the same conversation; absent for a plain message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<u64>,
+    /// When the sender last edited it (the body is the edited one); absent if never edited.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<Timestamp>,
+    /// A tombstone: the message was deleted and its body removed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub deleted: bool,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    #[serde(default, with = "time::serde::rfc3339::option", skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<Timestamp>,
+    /// Who deleted it: the sender, or a group's owner.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_by: Option<String>,
+    /// Reactions per emoji, in the order they were first put on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reactions: Vec<ReactionSummary>,
+    /// Version of the folded state (edits, delete, reactions): of two views of one message, the higher is newer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u64>,
+}
+
+impl Message {
+    /// A plain message as first stored: nothing folded in yet.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(conversation_id: String, seq: u64, client_msg_id: String, sender: String, sender_device: String, sent_at: Timestamp, body: Body, reply_to: Option<u64>) -> Message {
+        Message {
+            conversation_id,
+            seq,
+            client_msg_id,
+            sender,
+            sender_device,
+            sent_at,
+            body,
+            reply_to,
+            edited_at: None,
+            deleted: false,
+            deleted_at: None,
+            deleted_by: None,
+            reactions: Vec::new(),
+            revision: None,
+        }
+    }
 }
 
 /// `{"text"}`, `{"media_id","text"?}` or `{"ciphertext"}`; unknown fields are ignored.

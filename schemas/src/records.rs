@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{Body, Message, Timestamp};
+use crate::{Body, Change, ChangeKind, Message, ReactionAction, Timestamp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -16,6 +16,8 @@ pub enum RecordError {
     UnknownVersion(u64),
     #[error("stored record has unknown kind {0:?}")]
     UnknownKind(String),
+    #[error("stored record lacks {0}")]
+    MissingField(&'static str),
 }
 
 /// One entry of a conversation log as stored on `msg.<conv>`.
@@ -24,9 +26,28 @@ pub struct StoredMessage {
     pub message: Message,
     /// Stream sequence of the conversation's previous entry (0 for the first): lets readers walk back without an index.
     pub prev_stream_seq: u64,
+    /// For an edit, delete or reaction: what it changes (its `message` carries seq, sender, time and an edit's body).
+    pub change: Option<Change>,
+    /// For a change: the stream sequence of the conversation's latest message before it, so the
+    /// inbox shows the last message, not a reaction, without walking back.
+    pub latest_message_stream_seq: Option<u64>,
 }
 
-/// Version 1 of the log envelope. `kind` leaves room for edits, deletes and reactions as log entries.
+impl StoredMessage {
+    pub fn message(message: Message, prev_stream_seq: u64) -> StoredMessage {
+        StoredMessage { message, prev_stream_seq, change: None, latest_message_stream_seq: None }
+    }
+
+    /// The stream sequence of the conversation's latest message as of this entry, which is at `stream_seq`.
+    pub fn latest_message_at(&self, stream_seq: u64) -> Option<u64> {
+        match self.change {
+            None => Some(stream_seq),
+            Some(_) => self.latest_message_stream_seq,
+        }
+    }
+}
+
+/// Version 1 of the log envelope; `kind` is `message`, or `edit`/`delete`/`reaction` with a `target`.
 #[derive(Serialize, Deserialize)]
 struct StoredMessageV1 {
     v: u64,
@@ -43,6 +64,16 @@ struct StoredMessageV1 {
     /// Added without a version bump: optional, and absent in entries written before replies existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reply_to: Option<u64>,
+    /// The changed message's `seq`, for every kind but `message` (added without a version bump, as were the next two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    target: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    emoji: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    action: Option<ReactionAction>,
+    /// A change's pointer to the latest message before it (stream sequence).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    latest_message: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -54,9 +85,10 @@ const MESSAGE_KIND: &str = "message";
 
 pub fn encode_stored_message(stored: &StoredMessage) -> Vec<u8> {
     let message = &stored.message;
+    let change = stored.change.as_ref();
     let envelope = StoredMessageV1 {
         v: 1,
-        kind: MESSAGE_KIND.to_owned(),
+        kind: change.map_or(MESSAGE_KIND, |change| change.kind.as_str()).to_owned(),
         conversation_id: message.conversation_id.clone(),
         seq: message.seq,
         client_msg_id: message.client_msg_id.clone(),
@@ -66,6 +98,10 @@ pub fn encode_stored_message(stored: &StoredMessage) -> Vec<u8> {
         body: message.body.clone(),
         prev: stored.prev_stream_seq,
         reply_to: message.reply_to,
+        target: change.map(|change| change.target_seq),
+        emoji: change.and_then(|change| change.emoji.clone()),
+        action: change.filter(|change| change.kind == ChangeKind::Reaction).map(|change| change.action),
+        latest_message: stored.latest_message_stream_seq.filter(|_| change.is_some()),
     };
     serde_json::to_vec(&envelope).expect("envelopes always serialize")
 }
@@ -75,22 +111,32 @@ pub fn decode_stored_message(bytes: &[u8]) -> Result<StoredMessage, RecordError>
     match head.v {
         1 => {
             let envelope: StoredMessageV1 = serde_json::from_slice(bytes)?;
-            if envelope.kind != MESSAGE_KIND {
-                return Err(RecordError::UnknownKind(envelope.kind));
-            }
-            Ok(StoredMessage {
-                message: Message {
-                    conversation_id: envelope.conversation_id,
-                    seq: envelope.seq,
-                    client_msg_id: envelope.client_msg_id,
-                    sender: envelope.sender,
-                    sender_device: envelope.sender_device,
-                    sent_at: envelope.sent_at,
-                    body: envelope.body,
-                    reply_to: envelope.reply_to,
-                },
-                prev_stream_seq: envelope.prev,
-            })
+            let change_kind = match envelope.kind.as_str() {
+                MESSAGE_KIND => None,
+                "edit" => Some(ChangeKind::Edit),
+                "delete" => Some(ChangeKind::Delete),
+                "reaction" => Some(ChangeKind::Reaction),
+                _ => return Err(RecordError::UnknownKind(envelope.kind)),
+            };
+            let change = match change_kind {
+                None => None,
+                Some(kind) => {
+                    let target_seq = envelope.target.ok_or_else(|| RecordError::MissingField("target"))?;
+                    Some(Change { kind, target_seq, emoji: envelope.emoji, action: envelope.action.unwrap_or_default() })
+                }
+            };
+            let message = Message::new(
+                envelope.conversation_id,
+                envelope.seq,
+                envelope.client_msg_id,
+                envelope.sender,
+                envelope.sender_device,
+                envelope.sent_at,
+                envelope.body,
+                envelope.reply_to,
+            );
+            let latest_message_stream_seq = envelope.latest_message.filter(|_| change.is_some());
+            Ok(StoredMessage { message, prev_stream_seq: envelope.prev, change, latest_message_stream_seq })
         }
         other => Err(RecordError::UnknownVersion(other)),
     }
@@ -200,6 +246,21 @@ mod tests {
         let as_value: serde_json::Value = serde_json::from_slice(&written).unwrap();
         let golden_value: serde_json::Value = serde_json::from_slice(&golden("message.v1.json")).unwrap();
         assert_eq!(as_value, golden_value);
+    }
+
+    #[test]
+    fn changes_stay_readable_and_round_trip() {
+        for (file, kind) in [("edit.v1.json", ChangeKind::Edit), ("delete.v1.json", ChangeKind::Delete), ("reaction.v1.json", ChangeKind::Reaction)] {
+            let stored = decode_stored_message(&golden(file)).unwrap();
+            let change = stored.change.clone().unwrap_or_else(|| panic!("{file} is a change"));
+            assert_eq!((change.kind, change.target_seq), (kind, 7), "{file}");
+            assert_eq!(decode_stored_message(&encode_stored_message(&stored)).unwrap(), stored, "{file}");
+            let written: serde_json::Value = serde_json::from_slice(&encode_stored_message(&stored)).unwrap();
+            assert_eq!(written, serde_json::from_slice::<serde_json::Value>(&golden(file)).unwrap(), "{file}");
+        }
+        let reaction = decode_stored_message(&golden("reaction.v1.json")).unwrap().change.unwrap();
+        assert_eq!((reaction.emoji.as_deref(), reaction.action), (Some("👍"), ReactionAction::Remove));
+        assert!(matches!(decode_stored_message(br#"{"v":1,"kind":"edit","conversation_id":"c","seq":2,"client_msg_id":"m","sender":"a","sender_device":"d","sent_at":"2026-11-28T10:00:00Z","body":{},"prev":1}"#), Err(RecordError::MissingField("target"))));
     }
 
     #[test]

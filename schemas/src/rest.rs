@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::{ToSchema, IntoParams};
 
-use crate::{Body, ConversationKind, ErrorCode, Message, Role, Timestamp};
+use crate::{Body, ConversationKind, ErrorCode, Message, MessageUpdate, ReactionAction, Role, Timestamp};
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct DevTokenRequest {
@@ -97,6 +97,39 @@ pub struct PostMessageResponse {
 pub struct HistoryPage {
     pub messages: Vec<Message>,
     pub has_more: bool,
+    /// Changes in the page's range that the server could not fold (an encrypted conversation's edits and reactions), for the client to fold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub updates: Vec<MessageUpdate>,
+}
+
+/// `PATCH /v1/conversations/{id}/messages/{seq}`: the message's new body (text, or ciphertext when encrypted).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EditMessageRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub client_msg_id: String,
+    pub body: Body,
+}
+
+/// `DELETE /v1/conversations/{id}/messages/{seq}`: the delete's idempotency key; a fresh one when absent.
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeleteMessageQuery {
+    #[param(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub client_msg_id: Option<String>,
+}
+
+/// `POST /v1/conversations/{id}/messages/{seq}/reactions`: put an emoji on or take it off.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ReactRequest {
+    #[schema(pattern = "^[A-Za-z0-9_-]{1,64}$")]
+    pub client_msg_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+    #[serde(default)]
+    pub action: ReactionAction,
+    /// An encrypted conversation's reaction, as ciphertext, instead of `emoji`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Body>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]

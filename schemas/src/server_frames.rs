@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ErrorCode, FrameId, Message, ReceiptKind, Timestamp};
+use crate::{ErrorCode, FrameId, Message, MessageUpdate, ReceiptKind, Timestamp};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -22,6 +22,12 @@ pub enum ServerFrame {
     },
     Message {
         message: Message,
+    },
+    /// An edit, delete or reaction (`update`, with its own `seq`) and the changed message as it now stands, if it is still kept.
+    MessageUpdated {
+        update: MessageUpdate,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<Message>,
     },
     /// Ends a `sync`: every missed message was sent; `cursors` are where each conversation now stands.
     Synced {

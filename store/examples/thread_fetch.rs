@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let client = async_nats::connect(server.client_url()).await?;
     let storage = Storage::provision(jetstream::new(client.clone()), &StorageSettings::default()).await?;
     let reader = LogReader::new(storage.clone());
+    let member = Id::parse("bench")?;
 
     for length in [1_000u64, 100_000] {
         let conversation = Id::parse(&format!("bench{length}"))?;
@@ -36,12 +37,12 @@ async fn main() -> anyhow::Result<()> {
         fill(&storage, &conversation, length).await?;
         let fill_time = fill_started.elapsed();
         for _ in 0..20 {
-            reader.thread(&conversation, PARENT, 0, 50).await?;
+            reader.thread(&conversation, PARENT, 0, 50, &member).await?;
         }
         let mut times = Vec::with_capacity(ROUNDS);
         for _ in 0..ROUNDS {
             let started = Instant::now();
-            let (replies, has_more) = reader.thread(&conversation, PARENT, 0, 50).await?;
+            let (replies, has_more) = reader.thread(&conversation, PARENT, 0, 50, &member).await?;
             times.push(started.elapsed());
             anyhow::ensure!(replies.len() as u64 == REPLIES && !has_more, "expected {REPLIES} replies, got {}", replies.len());
             anyhow::ensure!(replies.iter().all(|reply| reply.reply_to == Some(PARENT)) && replies.windows(2).all(|pair| pair[0].seq < pair[1].seq));
@@ -80,17 +81,17 @@ async fn fill(storage: &Storage, conversation: &Id, length: u64) -> anyhow::Resu
         } else {
             None
         };
-        let message = Message {
-            conversation_id: conversation.to_string(),
+        let message = Message::new(
+            conversation.to_string(),
             seq,
-            client_msg_id: format!("m{seq}"),
-            sender: "bench".to_owned(),
-            sender_device: "bench".to_owned(),
-            sent_at: time::OffsetDateTime::now_utc(),
-            body: Body::text("a message of about the usual length for a chat"),
+            format!("m{seq}"),
+            "bench".to_owned(),
+            "bench".to_owned(),
+            time::OffsetDateTime::now_utc(),
+            Body::text("a message of about the usual length for a chat"),
             reply_to,
-        };
-        let envelope = schemas::encode_stored_message(&StoredMessage { message, prev_stream_seq: stream_seq - 1 });
+        );
+        let envelope = schemas::encode_stored_message(&StoredMessage::message(message, stream_seq - 1));
         let index_value: bytes::Bytes = stream_seq.to_string().into();
         pending.push((Some(stream_seq), jetstream.publish(subjects::message_subject(conversation), envelope.into()).await?));
         let index_key = subjects::message_index_key(conversation, seq);

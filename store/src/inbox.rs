@@ -1,13 +1,19 @@
 //! The inbox: a user's conversations, newest activity first, with the last message and the unread count, in a fixed number of round trips.
 //!
-//! Three batch direct gets (last message per conversation, conversation records, the
-//! user's watermarks) replace one round trip per conversation.
+//! Three batch direct gets (last entry per conversation, conversation records, the user's
+//! watermarks) replace one round trip per conversation; then, in parallel, one direct get per
+//! conversation whose last entry is an edit, delete or reaction (it points at the latest
+//! message), and one batch get of the last messages' folded states (a deleted one shows as a tombstone).
 
-use schemas::{ConversationRecord, InboxEntry, Timestamp};
+use std::collections::HashMap;
+
+use futures::future::join_all;
+use schemas::{ConversationRecord, InboxEntry, Message, StoredMessage, Timestamp};
 use subjects::Id;
 
 use crate::batch_get::last_messages;
-use crate::error::StoreError;
+use crate::error::{from_nats, StoreError};
+use crate::message_state::MessageStates;
 use crate::{Conversations, Receipts};
 
 impl Conversations {
@@ -23,18 +29,30 @@ impl Conversations {
             receipts.user_watermarks(user, &conversations),
         )?;
 
+        let mut last_entries: HashMap<&Id, StoredMessage> = HashMap::new();
+        for (conversation, message_subject) in conversations.iter().zip(&message_subjects) {
+            if let Some(entry) = last.get(message_subject) {
+                last_entries.insert(conversation, schemas::decode_stored_message(&entry.payload).map_err(StoreError::internal)?);
+            }
+        }
+        let mut last_messages_by_conversation = self.latest_messages(&last_entries).await?;
+        let folded_state = MessageStates::new(self.storage.clone())
+            .get_each(&last_messages_by_conversation.iter().map(|(conversation, message)| ((*conversation).clone(), message.seq)).collect::<Vec<_>>())
+            .await?;
+
         let mut entries: Vec<(Timestamp, InboxEntry)> = Vec::with_capacity(conversations.len());
-        for ((conversation, message_subject), record_subject) in conversations.iter().zip(&message_subjects).zip(&record_subjects) {
+        for (conversation, record_subject) in conversations.iter().zip(&record_subjects) {
             let Some(record) = records.get(record_subject) else { continue };
             let record = ConversationRecord::from_bytes(&record.payload).map_err(StoreError::internal)?;
-            let last_message = match last.get(message_subject) {
-                Some(entry) => Some(schemas::decode_stored_message(&entry.payload).map_err(StoreError::internal)?.message),
-                None => None,
-            };
+            let last_message = last_messages_by_conversation.remove(conversation).map(|message| {
+                let state = folded_state.get(&(conversation.clone(), message.seq)).map(|(state, revision)| (state, *revision));
+                schemas::fold_message(message, state, Some(user.as_str()))
+            });
+            let last_entry = last_entries.get(conversation).map(|entry| &entry.message);
             let read = watermarks.get(conversation).map_or(0, |watermark| watermark.read);
-            // Everything after one's own latest message is from others, and one's own messages never count.
-            let unread = match &last_message {
-                Some(message) if message.sender != user.as_str() => message.seq.saturating_sub(read),
+            // Everything after one's own latest entry is from others, and one's own entries never count.
+            let unread = match last_entry {
+                Some(entry) if entry.sender != user.as_str() => entry.seq.saturating_sub(read),
                 _ => 0,
             };
             let activity = last_message.as_ref().map_or(record.created_at, |message| message.sent_at);
@@ -42,5 +60,33 @@ impl Conversations {
         }
         entries.sort_by(|left, right| right.0.cmp(&left.0));
         Ok(entries.into_iter().map(|(_, entry)| entry).collect())
+    }
+
+    /// Each conversation's latest message: its last entry, or the message a change points back to.
+    async fn latest_messages<'a>(&self, last_entries: &HashMap<&'a Id, StoredMessage>) -> Result<HashMap<&'a Id, Message>, StoreError> {
+        let mut latest = HashMap::with_capacity(last_entries.len());
+        let mut pointed = Vec::new();
+        for (conversation, entry) in last_entries {
+            match (&entry.change, entry.latest_message_stream_seq) {
+                (None, _) => {
+                    latest.insert(*conversation, entry.message.clone());
+                }
+                (Some(_), Some(stream_seq)) => pointed.push((*conversation, stream_seq)),
+                // A change appended before any message of its conversation was seen has no message to show.
+                (Some(_), None) => {}
+            }
+        }
+        let reads = join_all(pointed.iter().map(|(_, stream_seq)| self.storage.messages.direct_get(*stream_seq))).await;
+        for ((conversation, _), read) in pointed.into_iter().zip(reads) {
+            match read {
+                Ok(raw) => {
+                    latest.insert(conversation, schemas::decode_stored_message(&raw.payload).map_err(StoreError::internal)?.message);
+                }
+                // Expired by retention since: the conversation shows no last message, as an empty one would.
+                Err(error) if error.kind() == async_nats::jetstream::stream::DirectGetErrorKind::NotFound => {}
+                Err(error) => return Err(from_nats("failed to read a conversation's latest message", error)),
+            }
+        }
+        Ok(latest)
     }
 }

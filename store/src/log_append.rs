@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::context::PublishErrorKind;
 use async_nats::jetstream::message::PublishMessage;
-use schemas::{Body, ClientMsgIdRecord, Message, ReceiptKind, StoredMessage, Timestamp};
+use schemas::{Body, Change, ClientMsgIdRecord, Message, ReceiptKind, StoredMessage, Timestamp};
 use subjects::Id;
 
 use crate::error::{from_nats, StoreError};
 use crate::log_read::LogReader;
+use crate::message_state::MessageStates;
 use crate::retry::{retry_with_patience, Patience};
 use crate::{Receipts, Storage};
 
@@ -37,6 +38,8 @@ pub struct AppendRequest {
     pub reply_to: Option<u64>,
     /// The gateway request or connection id, carried to the workers in [`subjects::HEADER_REQUEST_ID`].
     pub request_id: Option<String>,
+    /// An edit, delete or reaction of an earlier message instead of a message; `body` is an edit's new body.
+    pub change: Option<Change>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -55,12 +58,15 @@ pub struct AppendOutcome {
 struct Tail {
     stream_seq: u64,
     seq: u64,
+    /// The stream sequence of its latest message (not edit, delete or reaction), if known.
+    latest_message_stream_seq: Option<u64>,
 }
 
 /// The append side of the log; one per process, shared by every connection.
 pub struct MessageLog {
     storage: Storage,
     reader: LogReader,
+    states: MessageStates,
     receipts: Option<Receipts>,
     /// One async lock per conversation serialises this process's appends to it, so they
     /// do not race each other for the tail; held across the PubAck on purpose.
@@ -69,7 +75,7 @@ pub struct MessageLog {
 
 impl MessageLog {
     pub fn new(storage: Storage) -> MessageLog {
-        MessageLog { reader: LogReader::new(storage.clone()), receipts: None, storage, tails: Mutex::new(HashMap::new()) }
+        MessageLog { reader: LogReader::new(storage.clone()), states: MessageStates::new(storage.clone()), receipts: None, storage, tails: Mutex::new(HashMap::new()) }
     }
 
     /// Sending is reading: with receipts, each new message also moves its sender's read watermark
@@ -85,6 +91,11 @@ impl MessageLog {
             // index entry (the index put failed, e.g. while its bucket elected a leader); a resend is the
             // moment to make sure, or history would skip the message for good (and a thread its reply).
             self.write_indexes(&request.conversation, &original).await?;
+            if request.change.is_some() {
+                // Likewise its fold into the target, which a gateway dying after the PubAck never wrote.
+                let entry = self.reader.get_by_stream_seq(original.stream_seq).await?;
+                self.states.apply(&request.conversation, &entry).await?;
+            }
             return Ok(original);
         }
         let tail_lock = self.tail_lock(&request.conversation);
@@ -120,17 +131,24 @@ impl MessageLog {
                 }
                 return Err(StoreError::Invalid(format!("reply_to {parent} is not a message of {} (its last seq is {})", request.conversation, tail.seq)));
             }
-            let message = Message {
-                conversation_id: request.conversation.to_string(),
-                seq: tail.seq + 1,
-                client_msg_id: request.client_msg_id.to_string(),
-                sender: request.sender.to_string(),
-                sender_device: request.sender_device.to_string(),
-                sent_at: time::OffsetDateTime::now_utc(),
-                body: request.body.clone(),
-                reply_to: request.reply_to,
+            let message = Message::new(
+                request.conversation.to_string(),
+                tail.seq + 1,
+                request.client_msg_id.to_string(),
+                request.sender.to_string(),
+                request.sender_device.to_string(),
+                time::OffsetDateTime::now_utc(),
+                request.body.clone(),
+                request.reply_to,
+            );
+            let stored = StoredMessage {
+                message,
+                prev_stream_seq: tail.stream_seq,
+                change: request.change.clone(),
+                latest_message_stream_seq: tail.latest_message_stream_seq,
             };
-            let envelope = schemas::encode_stored_message(&StoredMessage { message: message.clone(), prev_stream_seq: tail.stream_seq });
+            let envelope = schemas::encode_stored_message(&stored);
+            let message = &stored.message;
             let mut publish = PublishMessage::build()
                 .payload(envelope.into())
                 .message_id(subjects::publish_dedupe_id(&request.conversation, &request.client_msg_id))
@@ -162,10 +180,11 @@ impl MessageLog {
                         reply_to: original.message.reply_to,
                     };
                     self.write_records_patiently(&request.conversation, &request.client_msg_id, &outcome).await?;
+                    self.fold_patiently(&request.conversation, &original).await?;
                     return Ok(outcome);
                 }
                 Ok(ack) => {
-                    *tail_guard = Some(Tail { stream_seq: ack.sequence, seq: message.seq });
+                    *tail_guard = Some(Tail { stream_seq: ack.sequence, seq: message.seq, latest_message_stream_seq: stored.latest_message_at(ack.sequence) });
                     drop(tail_guard);
                     let outcome = AppendOutcome { seq: message.seq, stream_seq: ack.sequence, sent_at: message.sent_at, duplicate: false, reply_to: message.reply_to };
                     let sender_read = async {
@@ -174,8 +193,13 @@ impl MessageLog {
                             None => Ok(()),
                         }
                     };
-                    let (records, read) = tokio::join!(self.write_records_patiently(&request.conversation, &request.client_msg_id, &outcome), sender_read);
+                    let (records, fold, read) = tokio::join!(
+                        self.write_records_patiently(&request.conversation, &request.client_msg_id, &outcome),
+                        self.fold_patiently(&request.conversation, &stored),
+                        sender_read
+                    );
                     records?;
+                    fold?;
                     if let Err(error) = read {
                         // The message is durable; a missed watermark only shows it as unread to its sender for a moment.
                         tracing::warn!(%error, conversation = %request.conversation, "failed to move the sender's read watermark");
@@ -219,6 +243,11 @@ impl MessageLog {
         Ok(self.reader.last_seq(conversation).await? >= seq)
     }
 
+    /// Whether a send or change with this client_msg_id is already stored (its durable record exists).
+    pub async fn is_recorded(&self, conversation: &Id, client_msg_id: &Id) -> Result<bool, StoreError> {
+        Ok(self.recorded_send(conversation, client_msg_id).await?.is_some())
+    }
+
     /// The ack of an earlier send with this client_msg_id, from the durable record (covers resends after the duplicate window).
     async fn recorded_send(&self, conversation: &Id, client_msg_id: &Id) -> Result<Option<AppendOutcome>, StoreError> {
         let key = subjects::client_msg_id_key(conversation, client_msg_id);
@@ -232,13 +261,14 @@ impl MessageLog {
     /// Reads the conversation's last entry and makes sure its index and idempotency records exist.
     async fn load_tail(&self, conversation: &Id) -> Result<(Tail, Option<StoredMessage>), StoreError> {
         let Some((stream_seq, last)) = self.reader.last_entry(conversation).await? else {
-            return Ok((Tail { stream_seq: 0, seq: 0 }, None));
+            return Ok((Tail { stream_seq: 0, seq: 0, latest_message_stream_seq: None }, None));
         };
         if let Ok(client_msg_id) = Id::parse(&last.message.client_msg_id) {
             let outcome = AppendOutcome { seq: last.message.seq, stream_seq, sent_at: last.message.sent_at, duplicate: true, reply_to: last.message.reply_to };
             self.write_records(conversation, &client_msg_id, &outcome).await?;
         }
-        Ok((Tail { stream_seq, seq: last.message.seq }, Some(last)))
+        self.states.apply(conversation, &last).await?;
+        Ok((Tail { stream_seq, seq: last.message.seq, latest_message_stream_seq: last.latest_message_at(stream_seq) }, Some(last)))
     }
 
     /// The records of a message that is already in the log, retried for a while: failing now would
@@ -248,6 +278,16 @@ impl MessageLog {
         let patience = Patience { budget: RECORDS_RETRY_BUDGET, first_pause: Duration::from_millis(50), longest_pause: Duration::from_secs(1) };
         let on_retry = |error: &StoreError, _pause| tracing::debug!(%error, %conversation, seq = outcome.seq, "records not written yet; retrying");
         retry_with_patience(patience, |_| true, on_retry, || self.write_records(conversation, client_msg_id, outcome)).await
+    }
+
+    /// A change's fold into its target, retried like the records: history must show it once it is acked.
+    async fn fold_patiently(&self, conversation: &Id, entry: &StoredMessage) -> Result<(), StoreError> {
+        if entry.change.is_none() {
+            return Ok(());
+        }
+        let patience = Patience { budget: RECORDS_RETRY_BUDGET, first_pause: Duration::from_millis(50), longest_pause: Duration::from_secs(1) };
+        let on_retry = |error: &StoreError, _pause| tracing::debug!(%error, %conversation, seq = entry.message.seq, "change not folded yet; retrying");
+        retry_with_patience(patience, |_| true, on_retry, || async { self.states.apply(conversation, entry).await.map(|_| ()) }).await
     }
 
     /// The history index entry and, for a reply, its thread index entry, side by side.

@@ -9,19 +9,72 @@
 //! leader: a hit is always current, a miss costs one more round trip. A single replica cannot lag,
 //! so an R1 deployment keeps to direct gets (the leader's API is the slower, shared path).
 
+use std::collections::{BTreeSet, HashMap};
+
 use async_nats::jetstream::stream::{DirectGetErrorKind, LastRawMessageErrorKind};
 use futures::future::join_all;
-use schemas::{Message, StoredMessage};
+use schemas::{Message, MessageUpdate, ServerFrame, StoredMessage};
 use subjects::Id;
 
 use crate::error::{from_nats, StoreError};
 use crate::kv_listing::list_entries;
+use crate::message_state::MessageStates;
 use crate::Storage;
 
 /// Largest page PROTOCOL.md allows.
 pub const MAX_PAGE: u64 = 200;
 /// How far a read walks back along `prev` pointers when an index entry is missing.
 const MAX_FALLBACK_WALK: u64 = 64;
+/// Extra reads a history page makes to fill itself when changes (folded, not listed) took its places.
+const MAX_FILL_ROUNDS: usize = 8;
+
+/// A history page: messages with their changes folded in, and the changes the server could not fold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub messages: Vec<Message>,
+    pub has_more: bool,
+    /// An encrypted conversation's edits and reactions in the page's range, for the client to fold.
+    pub updates: Vec<MessageUpdate>,
+}
+
+/// One log entry as a reader is shown it: a message as it now stands, or a change with the message it changed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LogItem {
+    Message(Message),
+    Update { update: MessageUpdate, message: Option<Message> },
+}
+
+impl LogItem {
+    pub fn seq(&self) -> u64 {
+        match self {
+            LogItem::Message(message) => message.seq,
+            LogItem::Update { update, .. } => update.seq,
+        }
+    }
+
+    /// Who wrote the entry: a delivered receipt for it concerns them.
+    pub fn sender(&self) -> &str {
+        match self {
+            LogItem::Message(message) => &message.sender,
+            LogItem::Update { update, .. } => &update.sender,
+        }
+    }
+
+    pub fn into_frame(self) -> ServerFrame {
+        match self {
+            LogItem::Message(message) => ServerFrame::Message { message },
+            LogItem::Update { update, message } => ServerFrame::MessageUpdated { update, message },
+        }
+    }
+}
+
+impl HistoryRequest {
+    fn limit(self) -> u64 {
+        match self {
+            HistoryRequest::Latest { limit } | HistoryRequest::Before { limit, .. } | HistoryRequest::After { limit, .. } => limit.max(1),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HistoryRequest {
@@ -33,11 +86,16 @@ pub enum HistoryRequest {
 #[derive(Clone)]
 pub struct LogReader {
     storage: Storage,
+    states: MessageStates,
 }
 
 impl LogReader {
     pub fn new(storage: Storage) -> LogReader {
-        LogReader { storage }
+        LogReader { states: MessageStates::new(storage.clone()), storage }
+    }
+
+    pub fn states(&self) -> &MessageStates {
+        &self.states
     }
 
     /// The conversation's last entry with its stream sequence, or None for an empty log.
@@ -75,10 +133,86 @@ impl LogReader {
         self.message_at(stream_seq).await?.ok_or_else(|| StoreError::Internal(format!("log entry {stream_seq} is gone")))
     }
 
-    /// A history page per PROTOCOL.md: ascending `seq`, and whether older (or newer, for `After`) messages exist.
+    /// A history page per PROTOCOL.md, as `reader` sees it: ascending `seq`, changes folded into
+    /// their messages, and whether older (or newer, for `After`) messages exist.
     ///
+    /// Changes hold `seq`s of their own and are not listed, so a page short of `limit` messages
+    /// reads on (a few rounds at most) rather than make clients page through reactions.
+    pub async fn page(&self, conversation: &Id, request: HistoryRequest, reader: &Id) -> Result<Page, StoreError> {
+        let limit = request.limit();
+        let (mut entries, mut has_more) = self.raw_page(conversation, request).await?;
+        for _ in 0..MAX_FILL_ROUNDS {
+            let messages = entries.iter().filter(|entry| entry.change.is_none()).count() as u64;
+            let (Some(first), Some(last)) = (entries.first(), entries.last()) else { break };
+            if messages >= limit || !has_more {
+                break;
+            }
+            let shortfall = limit - messages;
+            if let HistoryRequest::After { .. } = request {
+                let (more, more_after) = self.raw_page(conversation, HistoryRequest::After { seq: last.message.seq, limit: shortfall }).await?;
+                entries.extend(more);
+                has_more = more_after;
+            } else {
+                let (more, more_before) = self.raw_page(conversation, HistoryRequest::Before { seq: first.message.seq, limit: shortfall }).await?;
+                entries.splice(0..0, more);
+                has_more = more_before;
+            }
+        }
+        // Folded changes are in their messages; only what the server could not read is listed.
+        let unfolded: BTreeSet<u64> = entries
+            .iter()
+            .filter(|entry| entry.change.as_ref().is_some_and(|change| !schemas::server_folds(change, &entry.message.body)))
+            .map(|entry| entry.message.seq)
+            .collect();
+        let mut page = Page { messages: Vec::new(), has_more, updates: Vec::new() };
+        for item in self.fold(conversation, entries, reader).await? {
+            match item {
+                LogItem::Message(message) => page.messages.push(message),
+                LogItem::Update { update, .. } if unfolded.contains(&update.seq) => page.updates.push(update),
+                LogItem::Update { .. } => {}
+            }
+        }
+        Ok(page)
+    }
+
+    /// Log entries as `reader` sees them: messages with their state folded in, changes with the message they changed.
+    pub async fn fold(&self, conversation: &Id, entries: Vec<StoredMessage>, reader: &Id) -> Result<Vec<LogItem>, StoreError> {
+        let in_range: BTreeSet<u64> = entries.iter().filter(|entry| entry.change.is_none()).map(|entry| entry.message.seq).collect();
+        let outside: BTreeSet<u64> = entries.iter().filter_map(|entry| entry.change.as_ref()).map(|change| change.target_seq).filter(|target| !in_range.contains(target)).collect();
+        let targets_read = join_all(outside.iter().map(|&target| self.get_by_seq(conversation, target)));
+        let states_read = self.states.get_many(conversation, in_range.iter().chain(outside.iter()).copied());
+        let (targets_read, states) = tokio::join!(targets_read, states_read);
+        let states = states?;
+        let mut targets: HashMap<u64, Message> = HashMap::new();
+        for target in targets_read {
+            if let Some(target) = target?.filter(|target| target.change.is_none()) {
+                targets.insert(target.message.seq, target.message);
+            }
+        }
+        for entry in entries.iter().filter(|entry| entry.change.is_none()) {
+            targets.insert(entry.message.seq, entry.message.clone());
+        }
+        let folded = |seq: u64| {
+            let state = states.get(&seq).map(|(state, revision)| (state, *revision));
+            targets.get(&seq).map(|message| schemas::fold_message(message.clone(), state, Some(reader.as_str())))
+        };
+        Ok(entries
+            .into_iter()
+            .map(|entry| match &entry.change {
+                None => LogItem::Message(folded(entry.message.seq).unwrap_or(entry.message)),
+                Some(change) => LogItem::Update { update: MessageUpdate::new(&entry.message, change), message: folded(change.target_seq) },
+            })
+            .collect())
+    }
+
+    /// Entries `first..=last` as `reader` sees them (see [`LogReader::fold`]).
+    pub async fn folded_range(&self, conversation: &Id, first: u64, last: u64, reader: &Id) -> Result<Vec<LogItem>, StoreError> {
+        let entries = self.range(conversation, first, last).await?;
+        self.fold(conversation, entries, reader).await
+    }
+
     /// A `Before` page reads the `seq`s it names and needs the tail only when they run past it.
-    pub async fn page(&self, conversation: &Id, request: HistoryRequest) -> Result<(Vec<Message>, bool), StoreError> {
+    async fn raw_page(&self, conversation: &Id, request: HistoryRequest) -> Result<(Vec<StoredMessage>, bool), StoreError> {
         match request {
             HistoryRequest::Latest { limit } => {
                 let last = self.last_seq(conversation).await?;
@@ -87,7 +221,7 @@ impl LogReader {
             HistoryRequest::Before { seq, limit } => {
                 let end = seq.saturating_sub(1);
                 let (messages, more) = self.page_ending_at(conversation, end, limit).await?;
-                if messages.last().is_some_and(|message| message.seq == end) || end == 0 {
+                if messages.last().is_some_and(|entry| entry.message.seq == end) || end == 0 {
                     return Ok((messages, more));
                 }
                 // `seq` is beyond the tail (or its predecessor expired): clamp to the tail as before.
@@ -106,7 +240,7 @@ impl LogReader {
         }
     }
 
-    async fn page_ending_at(&self, conversation: &Id, end: u64, limit: u64) -> Result<(Vec<Message>, bool), StoreError> {
+    async fn page_ending_at(&self, conversation: &Id, end: u64, limit: u64) -> Result<(Vec<StoredMessage>, bool), StoreError> {
         if end == 0 {
             return Ok((Vec::new(), false));
         }
@@ -119,7 +253,7 @@ impl LogReader {
     /// One prefix listing of the thread index (`<conv>.<parent>.*`, one batch direct get) names
     /// every reply's stream sequence, then one direct get per reply on the page: the cost follows
     /// the thread's length, never the conversation's.
-    pub async fn thread(&self, conversation: &Id, parent: u64, after: u64, limit: u64) -> Result<(Vec<Message>, bool), StoreError> {
+    pub async fn thread(&self, conversation: &Id, parent: u64, after: u64, limit: u64, reader: &Id) -> Result<(Vec<Message>, bool), StoreError> {
         let filter = subjects::thread_replies_filter(conversation, parent);
         let entries = list_entries(&self.storage.jetstream.client(), &self.storage.thread_index, &filter).await?;
         let mut replies: Vec<(u64, u64)> = entries
@@ -135,17 +269,26 @@ impl LogReader {
         let limit = usize::try_from(limit.clamp(1, MAX_PAGE)).unwrap_or(1);
         let has_more = replies.len() > limit;
         replies.truncate(limit);
-        let mut messages = Vec::with_capacity(replies.len());
+        let mut entries = Vec::with_capacity(replies.len());
         for read in join_all(replies.iter().map(|(_, stream_seq)| self.message_at(*stream_seq))).await {
             if let Some(stored) = read? {
-                messages.push(stored.message);
+                entries.push(stored);
             }
         }
+        let messages = self
+            .fold(conversation, entries, reader)
+            .await?
+            .into_iter()
+            .filter_map(|item| match item {
+                LogItem::Message(message) => Some(message),
+                LogItem::Update { .. } => None,
+            })
+            .collect();
         Ok((messages, has_more))
     }
 
-    /// Messages `first..=last` in order, skipping any that retention already removed.
-    pub async fn range(&self, conversation: &Id, first: u64, last: u64) -> Result<Vec<Message>, StoreError> {
+    /// Entries `first..=last` as stored, in order, skipping any that retention already removed.
+    pub async fn range(&self, conversation: &Id, first: u64, last: u64) -> Result<Vec<StoredMessage>, StoreError> {
         let mut messages = Vec::new();
         let mut chunk_start = first.max(1);
         while chunk_start <= last {
@@ -153,7 +296,7 @@ impl LogReader {
             let reads = (chunk_start..=chunk_end).map(|seq| self.get_by_seq(conversation, seq));
             for read in join_all(reads).await {
                 if let Some(stored) = read? {
-                    messages.push(stored.message);
+                    messages.push(stored);
                 }
             }
             chunk_start = chunk_end + 1;

@@ -113,6 +113,15 @@ impl MediaStorage {
         Ok(())
     }
 
+    /// Stops `conversation`'s members reading `media` (its message was deleted). Idempotent.
+    pub async fn remove_share(&self, media: &Id, conversation: &Id) -> Result<(), StoreError> {
+        self.records
+            .delete(subjects::media_share_key(media, conversation))
+            .await
+            .map_err(|error| from_nats("failed to withdraw media from a conversation", error))?;
+        Ok(())
+    }
+
     /// Every conversation `media` was sent in.
     pub async fn shared_in(&self, media: &Id) -> Result<Vec<Id>, StoreError> {
         let entries = crate::kv_listing::list_entries(&self.client, &self.records, &subjects::media_shares_filter(media)).await?;

@@ -20,6 +20,8 @@ pub const MEMBERSHIPS_BUCKET: &str = "memberships";
 pub const MESSAGE_INDEX_BUCKET: &str = "msgindex";
 /// Thread index `<conv>.<parent_seq>.<reply_seq>` → stream sequence, so a thread is listed by prefix, not by scanning.
 pub const THREAD_INDEX_BUCKET: &str = "threadindex";
+/// Folded state per message `<conv>.<seq>` → its edits, delete and reactions, so history shows a message as it now stands without reading its changes.
+pub const MESSAGE_STATE_BUCKET: &str = "msgstate";
 /// Durable idempotency record `<conv>.<client_msg_id>` → ack, for resends older than the duplicate window.
 pub const CLIENT_MSG_ID_BUCKET: &str = "msgids";
 
@@ -96,6 +98,11 @@ pub fn parse_membership_key(key: &str) -> Option<(Id, Id)> {
 
 /// `<conv>.<seq>` in [`MESSAGE_INDEX_BUCKET`].
 pub fn message_index_key(conversation: &Id, seq: u64) -> String {
+    format!("{conversation}.{seq}")
+}
+
+/// `<conv>.<seq>` in [`MESSAGE_STATE_BUCKET`].
+pub fn message_state_key(conversation: &Id, seq: u64) -> String {
     format!("{conversation}.{seq}")
 }
 
@@ -230,6 +237,7 @@ pub fn bucket_configs(settings: &StorageSettings) -> Vec<kv::Config> {
         bucket(MEMBERSHIPS_BUCKET, "membership: <user>.<conversation>", forever, settings),
         bucket(MESSAGE_INDEX_BUCKET, "history index: <conversation>.<seq> -> stream sequence", settings.message_ttl, settings),
         bucket(THREAD_INDEX_BUCKET, "thread index: <conversation>.<parent seq>.<reply seq> -> stream sequence", settings.message_ttl, settings),
+        bucket(MESSAGE_STATE_BUCKET, "folded state: <conversation>.<seq> -> edits, delete, reactions", settings.message_ttl, settings),
         bucket(CLIENT_MSG_ID_BUCKET, "idempotency: <conversation>.<client_msg_id> -> ack", settings.message_ttl, settings),
         bucket(RECEIPTS_BUCKET, "watermarks: <conversation>.<user>[.<device>] -> read, delivered", forever, settings),
     ]

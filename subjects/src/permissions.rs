@@ -280,6 +280,7 @@ pub fn permissions(role: Role) -> Permissions {
                 crate::MEMBERSHIPS_BUCKET,
                 crate::MESSAGE_INDEX_BUCKET,
                 crate::THREAD_INDEX_BUCKET,
+                crate::MESSAGE_STATE_BUCKET,
                 crate::CLIENT_MSG_ID_BUCKET,
                 crate::RECEIPTS_BUCKET,
                 media::MEDIA_RECORDS_BUCKET,
@@ -303,6 +304,12 @@ pub fn permissions(role: Role) -> Permissions {
         Role::Fanout => {
             grants.consume(log, crate::FANOUT_CONSUMER).publish(crate::every_deliver_subject());
             open_core_buckets(&mut grants);
+            // A change's frame carries the changed message as it now stands: read like history, and
+            // the change folded in when the gateway that appended it died before doing so.
+            grants
+                .read_stream(log)
+                .read_bucket(crate::MESSAGE_INDEX_BUCKET)
+                .write_bucket(crate::MESSAGE_STATE_BUCKET);
             grants
                 .watch_bucket(crate::MEMBERS_BUCKET)
                 .watch_bucket(push::PUSH_DEVICES_BUCKET)
@@ -325,6 +332,7 @@ pub fn permissions(role: Role) -> Permissions {
             grants
                 .read_stream(log)
                 .read_bucket(crate::MESSAGE_INDEX_BUCKET)
+                .read_bucket(crate::MESSAGE_STATE_BUCKET)
                 .read_bucket(crate::RECEIPTS_BUCKET)
                 .read_bucket(crate::CONVERSATIONS_BUCKET)
                 .consume(push::PUSH_STREAM, push::PUSH_CONSUMER)

@@ -33,6 +33,15 @@ async fn every_role_on_its_own_user_delivers_indexes_and_violates_nothing() -> a
     // History reads (direct gets) and the inbox (batch gets) on the gateway's user.
     assert_eq!(bob.history(&group.id, "").await?.messages.len(), 1);
 
+    // A change: the gateway folds it, the fanout reads the message and its state, the indexer rewrites the document.
+    let edit = json!({"client_msg_id": "e1", "body": {"text": "edited on least privilege"}});
+    let (status, body) = alice.request(reqwest::Method::PATCH, &format!("/v1/conversations/{}/messages/1", group.id), Some(edit)).await?;
+    assert_eq!(status, reqwest::StatusCode::CREATED, "{body}");
+    let (update, message) = crate::message_changes::update_with_seq(&mut bob_phone, 2).await?;
+    assert_eq!((update.target_seq, message.and_then(|message| message.body.text)), (1, Some("edited on least privilege".to_owned())));
+    testkit::wait_until("the edit is searchable", WAIT, || async { crate::search::hits(&bob, "privilege").await.is_ok_and(|found| found.len() == 1) }).await?;
+    assert!(bob.get("/v1/conversations").await?.0.is_success(), "the inbox follows a change's pointer on the gateway's user");
+
     let log = std::fs::read_to_string(system.nats.log_path())?;
     // nats-server logs each refusal as `… "$G/user:<role>" - Publish Violation - Subject "…"` (or Subscription).
     let violations: Vec<&str> = log.lines().filter(|line| line.contains(" Violation - ")).collect();

@@ -255,3 +255,27 @@ async fn invalid_token_answers_delete_the_registration() -> anyhow::Result<()> {
     assert_eq!(stand_ins.fcm.requests().len() + stand_ins.apns.requests().len() + stand_ins.webpush.requests().len(), 3);
     Ok(())
 }
+
+#[tokio::test]
+async fn a_message_deleted_before_its_push_goes_out_is_not_previewed() -> anyhow::Result<()> {
+    let (system, stand_ins) = start(|config| {
+        config.coalesce_window = Duration::from_millis(1500);
+        config.content_free = false;
+    })
+    .await?;
+    let alice = system.api(0, "alice");
+    let direct = alice.create_direct("bob").await?.id;
+    register(&system.api(0, "bob"), "phone", json!({"provider": "fcm", "token": "bob-phone-token"})).await?;
+    alice.send_text_ok(&direct, "m1", "the secret plan").await?;
+    // Well inside the coalescing window: the worker reads the conversation only when the window ends.
+    let (status, body) = alice.request(reqwest::Method::DELETE, &format!("/v1/conversations/{direct}/messages/1"), None).await?;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    requests_reach(&stand_ins.fcm, 1).await?;
+    system.wait_until_push_settled(WAIT).await?;
+    let requests = stand_ins.fcm.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let message = fcm_message(&requests[0].body).message;
+    assert!(!String::from_utf8_lossy(&requests[0].body).contains("secret"), "{message:?}");
+    assert!(!message.data.contains_key("text"), "{message:?}");
+    Ok(())
+}

@@ -5,6 +5,7 @@
 //! to its siblings or its restart, and gateways drop the resulting duplicates by `seq`.
 //! With Redis configured it also queues push jobs for members with no live connection (`push_enqueue.rs`).
 
+mod change_frames;
 mod presence_probe;
 mod push_enqueue;
 
@@ -16,7 +17,7 @@ use async_nats::jetstream::message::AckKind;
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use schemas::ServerFrame;
-use store::{MembershipCache, Storage};
+use store::{LogReader, MembershipCache, Storage};
 use subjects::{Id, StorageSettings};
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +67,7 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
         .await
         .context("failed to provision streams and buckets")?;
     let (membership, membership_task) = MembershipCache::start(nats.clone(), &storage, shutdown.clone()).await?;
+    let reader = LogReader::new(storage.clone());
     let consumer = storage
         .messages
         .create_consumer(subjects::fanout_consumer_config(config.ack_wait))
@@ -107,7 +109,7 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
         let request_id = message.headers.as_ref().and_then(|headers| headers.get(subjects::HEADER_REQUEST_ID)).map(|id| id.as_str().to_owned());
         let span = tracing::info_span!("fanout", request_id = request_id.as_deref().unwrap_or(""), subject = %message.subject);
         // Every line logged while handling the entry, acks and retries included, names the request that appended it.
-        let handling = handle_log_entry(&nats, &membership, push.as_ref(), &message, request_id.as_deref());
+        let handling = handle_log_entry(&nats, &membership, &reader, push.as_ref(), &message, request_id.as_deref());
         tracing::Instrument::instrument(handling, span).await;
     }
     drop(messages);
@@ -126,11 +128,12 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
 async fn handle_log_entry(
     nats: &async_nats::Client,
     membership: &MembershipCache,
+    reader: &LogReader,
     push: Option<&push_enqueue::PushEnqueuer>,
     message: &async_nats::jetstream::Message,
     request_id: Option<&str>,
 ) {
-    match fan_out(nats, membership, push, message, request_id).await {
+    match fan_out(nats, membership, reader, push, message, request_id).await {
         Ok(()) => {
             if let Err(error) = message.ack().await {
                 tracing::warn!(%error, "failed to ack; the message will be redelivered");
@@ -147,7 +150,7 @@ async fn handle_log_entry(
     }
 }
 
-enum FanoutError {
+pub(crate) enum FanoutError {
     Unreadable(String),
     Retry(String),
 }
@@ -155,6 +158,7 @@ enum FanoutError {
 async fn fan_out(
     nats: &async_nats::Client,
     membership: &MembershipCache,
+    reader: &LogReader,
     push: Option<&push_enqueue::PushEnqueuer>,
     message: &async_nats::jetstream::Message,
     request_id: Option<&str>,
@@ -173,6 +177,16 @@ async fn fan_out(
     }
     let sent_at_micros = stored.message.sent_at.unix_timestamp_nanos() / 1_000;
     headers.insert(subjects::HEADER_SENT_AT_MICROS, sent_at_micros.to_string().as_str());
+    if stored.change.is_some() {
+        // An edit, delete or reaction: `message_updated` with the message as it now stands; nobody is pushed for it.
+        let payloads = change_frames::payloads(reader, &conversation, &stored, &members).await?;
+        for user in members.keys() {
+            nats.publish_with_headers(subjects::deliver_subject(user), headers.clone(), payloads.for_user(user))
+                .await
+                .map_err(|error| FanoutError::Retry(error.to_string()))?;
+        }
+        return Ok(());
+    }
     // Pushes go after the deliveries, so connected devices never wait for them.
     let push_message = push.map(|_| stored.message.clone());
     let payload = bytes::Bytes::from(ServerFrame::Message { message: stored.message }.to_json());

@@ -158,17 +158,17 @@ async fn publish_messages(
         let words = rng.random_range(4..=20);
         let text = (0..words).map(|_| skewed_word(vocabulary, rng)).collect::<Vec<_>>().join(" ");
         let age_ms = span_ms - span_ms * number as i64 / options.messages.max(1) as i64;
-        let message = Message {
-            conversation_id: conversation_id(conversation),
-            seq: seqs[conversation as usize],
-            client_msg_id: format!("m{number}"),
-            sender: format!("user-{}", rng.random_range(0..options.conversations * 2)),
-            sender_device: "bench".to_owned(),
-            sent_at: now - time::Duration::milliseconds(age_ms),
-            body: Body::text(text),
-            reply_to: None,
-        };
-        let bytes = schemas::encode_stored_message(&StoredMessage { message, prev_stream_seq: 0 });
+        let message = Message::new(
+            conversation_id(conversation),
+            seqs[conversation as usize],
+            format!("m{number}"),
+            format!("user-{}", rng.random_range(0..options.conversations * 2)),
+            "bench".to_owned(),
+            now - time::Duration::milliseconds(age_ms),
+            Body::text(text),
+            None,
+        );
+        let bytes = schemas::encode_stored_message(&StoredMessage::message(message, 0));
         let subject = subjects::message_subject(&Id::parse(&conversation_id(conversation))?);
         acks.push(storage.jetstream.publish(subject, bytes.into()).await.context("failed to publish a benchmark message")?);
         if acks.len() == PUBLISH_WINDOW {

@@ -166,16 +166,16 @@ mod tests {
 
     #[test]
     fn encrypted_and_empty_bodies_are_not_searchable() {
-        let mut message = schemas::Message {
-            conversation_id: "c".to_owned(),
-            seq: 1,
-            client_msg_id: "m".to_owned(),
-            sender: "alice".to_owned(),
-            sender_device: "d".to_owned(),
-            sent_at: time::OffsetDateTime::UNIX_EPOCH,
-            body: schemas::Body::text("hi"),
-            reply_to: None,
-        };
+        let mut message = schemas::Message::new(
+            "c".to_owned(),
+            1,
+            "m".to_owned(),
+            "alice".to_owned(),
+            "d".to_owned(),
+            time::OffsetDateTime::UNIX_EPOCH,
+            schemas::Body::text("hi"),
+            None,
+        );
         assert_eq!(searchable_text(&message), Some("hi"));
         message.body = schemas::Body { ciphertext: Some("c2VjcmV0".to_owned()), ..Default::default() };
         assert_eq!(searchable_text(&message), None);

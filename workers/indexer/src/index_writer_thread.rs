@@ -8,11 +8,12 @@
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use schemas::Message;
+use schemas::{Change, Message};
 use tantivy::query::RangeQuery;
 use tantivy::{IndexReader, IndexWriter, ReloadPolicy, Searcher, Term};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::index_changes::ChangesSinceCommit;
 use crate::index_schema::{commit_payload, OpenedIndex, SearchFields};
 
 /// Commands waiting for the writer; beyond this the follower waits (backpressure, bounded memory).
@@ -23,12 +24,24 @@ const WRITER_MEMORY_BYTES: usize = 64 * 1024 * 1024;
 pub enum WriterCommand {
     /// Add (or replace, by its key) one message's document.
     Index { stream_seq: u64, message: Box<Message> },
+    /// Apply an edit or delete (the log entry `entry`) to its target's document.
+    Change { entry: Box<Message>, change: Change },
     /// Remove every document of an entry below `first_kept_seq`: the log no longer holds them.
     RemoveBefore { first_kept_seq: u64 },
     /// Remove everything (a rebuild starts from an empty index).
     RemoveAll,
     /// Make everything sent so far durable and searchable, recording `through_seq` as the index's position.
     Commit { through_seq: u64, done: Option<oneshot::Sender<anyhow::Result<()>>> },
+}
+
+impl WriterCommand {
+    /// The command for one log entry: a message is indexed, a change applied to its target.
+    pub fn for_entry(stream_seq: u64, stored: schemas::StoredMessage) -> WriterCommand {
+        match stored.change {
+            None => WriterCommand::Index { stream_seq, message: Box::new(stored.message) },
+            Some(change) => WriterCommand::Change { entry: Box::new(stored.message), change },
+        }
+    }
 }
 
 /// What searches read: one searcher and the position it reflects, swapped together after each commit.
@@ -108,6 +121,7 @@ fn apply_commands(
     mut commands_rx: mpsc::Receiver<WriterCommand>,
     snapshot: SharedSnapshot,
 ) -> anyhow::Result<()> {
+    let mut changes = ChangesSinceCommit::default();
     while let Some(command) = commands_rx.blocking_recv() {
         match command {
             WriterCommand::Index { stream_seq, message } => {
@@ -115,6 +129,14 @@ fn apply_commands(
                 // Deletes apply to documents added before them, so this replaces, never duplicates.
                 writer.delete_term(fields.key_term(&message.conversation_id, message.seq));
                 writer.add_document(document).context("failed to add a document")?;
+                changes.note_added(stream_seq, &message);
+            }
+            WriterCommand::Change { entry, change } => {
+                // A change whose target cannot be read back (a damaged document) leaves that one
+                // document stale; stopping the writer would leave the whole index behind.
+                if let Err(error) = changes.apply(&mut writer, &reader, &fields, &entry, &change) {
+                    tracing::error!(error = format!("{error:#}"), conversation = %entry.conversation_id, target = change.target_seq, "failed to apply a change to the index");
+                }
             }
             WriterCommand::RemoveBefore { first_kept_seq } => {
                 let below = RangeQuery::new(std::ops::Bound::Unbounded, std::ops::Bound::Excluded(Term::from_field_u64(fields.stream_seq, first_kept_seq)));
@@ -125,6 +147,7 @@ fn apply_commands(
             }
             WriterCommand::Commit { through_seq, done } => {
                 let outcome = commit(&mut writer, &reader, through_seq, &snapshot);
+                changes.clear();
                 let failed = outcome.as_ref().err().map(|error| format!("{error:#}"));
                 if let Some(done) = done {
                     let _ = done.send(outcome);

@@ -8,6 +8,7 @@ mod aggregations;
 pub mod bench;
 mod index_schema;
 mod index_writer_thread;
+mod index_changes;
 mod log_follower;
 mod query_text;
 mod ranking;

@@ -140,7 +140,7 @@ async fn read_entry(writer: &IndexWriterHandle, progress: &mut Progress, entry: 
         return Ok(()); // Already read: a consumer opened again can start at an entry it delivered before.
     }
     match schemas::decode_stored_message(&entry.payload) {
-        Ok(stored) => writer.send(WriterCommand::Index { stream_seq, message: Box::new(stored.message) }).await?,
+        Ok(stored) => writer.send(WriterCommand::for_entry(stream_seq, stored)).await?,
         Err(error) => tracing::error!(%error, stream_seq, "unreadable log entry; not indexed"),
     }
     progress.next_seq = stream_seq + 1;

@@ -95,7 +95,7 @@ async fn rebuild(
                 continue;
             }
             if let Ok(stored) = schemas::decode_stored_message(&entry.payload) {
-                writer.send(WriterCommand::Index { stream_seq: info.stream_sequence, message: Box::new(stored.message) }).await?;
+                writer.send(WriterCommand::for_entry(info.stream_sequence, stored)).await?;
             }
             next_seq = info.stream_sequence + 1;
             entries_read += 1;

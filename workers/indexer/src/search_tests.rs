@@ -24,16 +24,16 @@ async fn test_index() -> TestIndex {
 }
 
 fn message(conversation: &str, seq: u64, sender: &str, age: time::Duration, body: Body) -> Message {
-    Message {
-        conversation_id: conversation.to_owned(),
+    Message::new(
+        conversation.to_owned(),
         seq,
-        client_msg_id: format!("m{seq}"),
-        sender: sender.to_owned(),
-        sender_device: "phone".to_owned(),
-        sent_at: OffsetDateTime::now_utc() - age,
+        format!("m{seq}"),
+        sender.to_owned(),
+        "phone".to_owned(),
+        OffsetDateTime::now_utc() - age,
         body,
-        reply_to: None,
-    }
+        None,
+    )
 }
 
 impl TestIndex {

@@ -10,17 +10,17 @@ async fn publish_messages(nats: &async_nats::Client, count: u64) -> anyhow::Resu
     let jetstream = async_nats::jetstream::new(nats.clone());
     store::Storage::provision(jetstream.clone(), &subjects::StorageSettings::default()).await?;
     for seq in 1..=count {
-        let message = Message {
-            conversation_id: "g-1".to_owned(),
+        let message = Message::new(
+            "g-1".to_owned(),
             seq,
-            client_msg_id: format!("m{seq}"),
-            sender: "alice".to_owned(),
-            sender_device: "phone".to_owned(),
-            sent_at: time::OffsetDateTime::now_utc(),
-            body: Body::text(format!("rebuild me {seq}")),
-            reply_to: None,
-        };
-        let bytes = schemas::encode_stored_message(&StoredMessage { message, prev_stream_seq: 0 });
+            format!("m{seq}"),
+            "alice".to_owned(),
+            "phone".to_owned(),
+            time::OffsetDateTime::now_utc(),
+            Body::text(format!("rebuild me {seq}")),
+            None,
+        );
+        let bytes = schemas::encode_stored_message(&StoredMessage::message(message, 0));
         jetstream.publish(subjects::message_subject(&Id::parse("g-1")?), bytes.into()).await?.await?;
     }
     Ok(())

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::message::AckKind;
-use schemas::{PushJob, PushNotification, PushProvider};
+use schemas::{fold_message, Message, PushJob, PushNotification, PushProvider, StoredMessage};
 use store::{LogReader, PushStorage, Receipts, StoreError};
 use subjects::Id;
 use time::OffsetDateTime;
@@ -105,15 +105,18 @@ impl JobRunner {
             tracing::debug!(%user, %conversation, "already read on another device; no push");
             return Ok(());
         }
-        // End-to-end encrypted messages carry only ciphertext; nothing else about them leaves either.
-        let with_content = !self.content_free && latest.message.body.ciphertext.is_none();
+        let latest_seq = latest.message.seq;
+        let preview = self.preview_message(&conversation, latest, job.seq).await.map_err(storage_failure)?;
+        // End-to-end encrypted messages carry only ciphertext; nothing else about them leaves either,
+        // and a deleted message's words are gone from the preview as from history.
+        let with_content = !self.content_free && preview.body.ciphertext.is_none();
         let notification = PushNotification {
             kind: PushNotification::MESSAGE_KIND.to_owned(),
             conversation_id: conversation.to_string(),
             count,
-            seq: latest.message.seq,
-            sender: with_content.then(|| latest.message.sender.clone()),
-            text: with_content.then(|| latest.message.body.text.clone().map(|text| text.chars().take(MAX_PREVIEW_CHARS).collect())).flatten(),
+            seq: latest_seq,
+            sender: with_content.then(|| preview.sender.clone()),
+            text: (with_content && !preview.deleted).then(|| preview.body.text.clone().map(|text| text.chars().take(MAX_PREVIEW_CHARS).collect())).flatten(),
         };
         let Some(sender) = self.providers.sender(provider) else {
             return Err(failure(SendOutcome::Rejected(format!("{} is not configured on this worker", provider.as_str()))));
@@ -133,6 +136,20 @@ impl JobRunner {
             }
             other => Err(failure(other)),
         }
+    }
+
+    /// The message a notification previews, as it now stands: the conversation's latest entry, or
+    /// when that is an edit or reaction, the message that started the burst; edits and deletes folded in.
+    async fn preview_message(&self, conversation: &Id, latest: StoredMessage, burst_seq: u64) -> Result<Message, StoreError> {
+        let message = match latest.change {
+            None => latest.message,
+            Some(_) => match self.reader.get_by_seq(conversation, burst_seq).await? {
+                Some(first) if first.change.is_none() => first.message,
+                _ => latest.message,
+            },
+        };
+        let state = self.reader.states().get(conversation, message.seq).await?;
+        Ok(fold_message(message, state.as_ref().map(|(state, revision)| (state, *revision)), None))
     }
 
     async fn after_failure(&self, job: &PushJob, attempt: u64, failure: Failure) -> Verdict {
