@@ -65,9 +65,12 @@ pub async fn change_message(
     if state.log.is_recorded(&append.conversation, &append.client_msg_id).await? {
         // A resend: the original passed the rules (which may no longer hold, e.g. the edit window
         // closed since); the append answers it as the duplicate it is and repairs its records.
-        let target = state.reader.get_by_seq(&conversation, request.target_seq).await?;
         let outcome = state.log.append(append).await?;
-        if kind == ChangeKind::Delete {
+        let target_seq = request.target_seq;
+        let deleted = state.reader.states().get(&conversation, target_seq).await?.is_some_and(|(folded, _)| folded.is_deleted());
+        if kind == ChangeKind::Delete && deleted {
+            // The first attempt may have stopped between the append and withdrawing the media.
+            let target = state.reader.get_by_seq(&conversation, target_seq).await?;
             unshare_media(state, &conversation, target.map(|target| target.message.body)).await?;
         }
         return Ok(outcome);
