@@ -18,7 +18,7 @@ use subjects::Id;
 
 use crate::error::{from_nats, StoreError};
 use crate::kv_listing::list_entries;
-use crate::message_state::MessageStates;
+use crate::message_state::{MessageStates, VersionedState};
 use crate::Storage;
 
 /// Largest page PROTOCOL.md allows.
@@ -66,6 +66,13 @@ impl LogItem {
             LogItem::Update { update, message } => ServerFrame::MessageUpdated { update, message },
         }
     }
+}
+
+/// A stretch of the log as stored, with the folded states of its messages.
+#[derive(Default)]
+struct Window {
+    entries: Vec<StoredMessage>,
+    states: HashMap<u64, VersionedState>,
 }
 
 impl HistoryRequest {
@@ -140,7 +147,7 @@ impl LogReader {
     /// reads on (a few rounds at most) rather than make clients page through reactions.
     pub async fn page(&self, conversation: &Id, request: HistoryRequest, reader: &Id) -> Result<Page, StoreError> {
         let limit = request.limit();
-        let (mut entries, mut has_more) = self.raw_page(conversation, request).await?;
+        let (Window { mut entries, mut states }, mut has_more) = self.raw_page(conversation, request).await?;
         for _ in 0..MAX_FILL_ROUNDS {
             let messages = entries.iter().filter(|entry| entry.change.is_none()).count() as u64;
             let (Some(first), Some(last)) = (entries.first(), entries.last()) else { break };
@@ -150,11 +157,13 @@ impl LogReader {
             let shortfall = limit - messages;
             if let HistoryRequest::After { .. } = request {
                 let (more, more_after) = self.raw_page(conversation, HistoryRequest::After { seq: last.message.seq, limit: shortfall }).await?;
-                entries.extend(more);
+                entries.extend(more.entries);
+                states.extend(more.states);
                 has_more = more_after;
             } else {
                 let (more, more_before) = self.raw_page(conversation, HistoryRequest::Before { seq: first.message.seq, limit: shortfall }).await?;
-                entries.splice(0..0, more);
+                entries.splice(0..0, more.entries);
+                states.extend(more.states);
                 has_more = more_before;
             }
         }
@@ -165,7 +174,7 @@ impl LogReader {
             .map(|entry| entry.message.seq)
             .collect();
         let mut page = Page { messages: Vec::new(), has_more, updates: Vec::new() };
-        for item in self.fold(conversation, entries, reader).await? {
+        for item in self.fold_with(conversation, entries, Some(states), reader, false).await? {
             match item {
                 LogItem::Message(message) => page.messages.push(message),
                 LogItem::Update { update, .. } if unfolded.contains(&update.seq) => page.updates.push(update),
@@ -177,12 +186,40 @@ impl LogReader {
 
     /// Log entries as `reader` sees them: messages with their state folded in, changes with the message they changed.
     pub async fn fold(&self, conversation: &Id, entries: Vec<StoredMessage>, reader: &Id) -> Result<Vec<LogItem>, StoreError> {
+        self.fold_with(conversation, entries, None, reader, true).await
+    }
+
+    /// [`LogReader::fold`] with the states of the entries' own seqs already read (`prefetched`), and
+    /// the messages changes point at outside `entries` read only when `read_targets` (a history page
+    /// lists no changes, so it needs none).
+    async fn fold_with(
+        &self,
+        conversation: &Id,
+        entries: Vec<StoredMessage>,
+        prefetched: Option<HashMap<u64, VersionedState>>,
+        reader: &Id,
+        read_targets: bool,
+    ) -> Result<Vec<LogItem>, StoreError> {
         let in_range: BTreeSet<u64> = entries.iter().filter(|entry| entry.change.is_none()).map(|entry| entry.message.seq).collect();
-        let outside: BTreeSet<u64> = entries.iter().filter_map(|entry| entry.change.as_ref()).map(|change| change.target_seq).filter(|target| !in_range.contains(target)).collect();
+        let outside: BTreeSet<u64> = if read_targets {
+            entries.iter().filter_map(|entry| entry.change.as_ref()).map(|change| change.target_seq).filter(|target| !in_range.contains(target)).collect()
+        } else {
+            BTreeSet::new()
+        };
+        let wanted_states: Vec<u64> = match &prefetched {
+            Some(_) => outside.iter().copied().collect(),
+            None => in_range.iter().chain(outside.iter()).copied().collect(),
+        };
         let targets_read = join_all(outside.iter().map(|&target| self.get_by_seq(conversation, target)));
-        let states_read = self.states.get_many(conversation, in_range.iter().chain(outside.iter()).copied());
-        let (targets_read, states) = tokio::join!(targets_read, states_read);
-        let states = states?;
+        let states_read = async {
+            match wanted_states.is_empty() {
+                true => Ok(HashMap::new()),
+                false => self.states.get_many(conversation, wanted_states).await,
+            }
+        };
+        let (targets_read, states_read) = tokio::join!(targets_read, states_read);
+        let mut states = prefetched.unwrap_or_default();
+        states.extend(states_read?);
         let mut targets: HashMap<u64, Message> = HashMap::new();
         for target in targets_read {
             if let Some(target) = target?.filter(|target| target.change.is_none()) {
@@ -212,7 +249,7 @@ impl LogReader {
     }
 
     /// A `Before` page reads the `seq`s it names and needs the tail only when they run past it.
-    async fn raw_page(&self, conversation: &Id, request: HistoryRequest) -> Result<(Vec<StoredMessage>, bool), StoreError> {
+    async fn raw_page(&self, conversation: &Id, request: HistoryRequest) -> Result<(Window, bool), StoreError> {
         match request {
             HistoryRequest::Latest { limit } => {
                 let last = self.last_seq(conversation).await?;
@@ -220,9 +257,9 @@ impl LogReader {
             }
             HistoryRequest::Before { seq, limit } => {
                 let end = seq.saturating_sub(1);
-                let (messages, more) = self.page_ending_at(conversation, end, limit).await?;
-                if messages.last().is_some_and(|entry| entry.message.seq == end) || end == 0 {
-                    return Ok((messages, more));
+                let (window, more) = self.page_ending_at(conversation, end, limit).await?;
+                if window.entries.last().is_some_and(|entry| entry.message.seq == end) || end == 0 {
+                    return Ok((window, more));
                 }
                 // `seq` is beyond the tail (or its predecessor expired): clamp to the tail as before.
                 let last = self.last_seq(conversation).await?;
@@ -233,19 +270,26 @@ impl LogReader {
                 let last = self.last_seq(conversation).await?;
                 let end = seq.saturating_add(limit.max(1)).min(last);
                 if end <= seq {
-                    return Ok((Vec::new(), false));
+                    return Ok((Window::default(), false));
                 }
-                Ok((self.range(conversation, seq + 1, end).await?, end < last))
+                Ok((self.window(conversation, seq + 1, end).await?, end < last))
             }
         }
     }
 
-    async fn page_ending_at(&self, conversation: &Id, end: u64, limit: u64) -> Result<(Vec<StoredMessage>, bool), StoreError> {
+    async fn page_ending_at(&self, conversation: &Id, end: u64, limit: u64) -> Result<(Window, bool), StoreError> {
         if end == 0 {
-            return Ok((Vec::new(), false));
+            return Ok((Window::default(), false));
         }
         let first = end.saturating_sub(limit.max(1) - 1).max(1);
-        Ok((self.range(conversation, first, end).await?, first > 1))
+        Ok((self.window(conversation, first, end).await?, first > 1))
+    }
+
+    /// Entries `first..=last` and their folded states, read side by side: the states' batch get
+    /// names every seq of the range (a change's seq simply has none), so it need not wait for the entries.
+    async fn window(&self, conversation: &Id, first: u64, last: u64) -> Result<Window, StoreError> {
+        let (entries, states) = tokio::try_join!(self.range(conversation, first, last), self.states.get_many(conversation, first..=last))?;
+        Ok(Window { entries, states })
     }
 
     /// A page of the replies to `parent` with `seq` above `after`, ascending, and whether more follow.
