@@ -20,6 +20,9 @@ pub struct Message {
     /// The `seq` of the message this one replies to, in the same conversation; absent for a plain message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<u64>,
+    /// Members the message mentions (`@id` in its text, or named by the sender of a ciphertext body), in order; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
 }
 
 /// `{"text"}`, `{"media_id","text"?}` or `{"ciphertext"}`; unknown fields are ignored.

@@ -43,6 +43,9 @@ struct StoredMessageV1 {
     /// Added without a version bump: optional, and absent in entries written before replies existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reply_to: Option<u64>,
+    /// Added without a version bump, like `reply_to`: absent in entries without mentions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mentions: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +69,7 @@ pub fn encode_stored_message(stored: &StoredMessage) -> Vec<u8> {
         body: message.body.clone(),
         prev: stored.prev_stream_seq,
         reply_to: message.reply_to,
+        mentions: message.mentions.clone(),
     };
     serde_json::to_vec(&envelope).expect("envelopes always serialize")
 }
@@ -88,6 +92,7 @@ pub fn decode_stored_message(bytes: &[u8]) -> Result<StoredMessage, RecordError>
                     sent_at: envelope.sent_at,
                     body: envelope.body,
                     reply_to: envelope.reply_to,
+                    mentions: envelope.mentions,
                 },
                 prev_stream_seq: envelope.prev,
             })
@@ -147,6 +152,9 @@ pub struct ClientMsgIdRecord {
     /// The message's `reply_to`, so a resend can repair its thread entry without reading the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<u64>,
+    /// The message's mentions, so a resend can repair their unread-mention keys the same way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
 }
 
 /// `receipts` bucket value: how far a device (or, folded, a user) has read and received a conversation.
@@ -200,6 +208,16 @@ mod tests {
         let as_value: serde_json::Value = serde_json::from_slice(&written).unwrap();
         let golden_value: serde_json::Value = serde_json::from_slice(&golden("message.v1.json")).unwrap();
         assert_eq!(as_value, golden_value);
+    }
+
+    #[test]
+    fn mentions_ride_on_the_v1_envelope_without_a_version_bump() {
+        let plain = decode_stored_message(&golden("message.v1.json")).unwrap();
+        assert!(plain.message.mentions.is_empty(), "entries written before mentions existed have none");
+        let stored = decode_stored_message(&golden("message-mentions.v1.json")).unwrap();
+        assert_eq!(stored.message.mentions, ["bob", "carol"]);
+        let written: serde_json::Value = serde_json::from_slice(&encode_stored_message(&stored)).unwrap();
+        assert_eq!(written, serde_json::from_slice::<serde_json::Value>(&golden("message-mentions.v1.json")).unwrap());
     }
 
     #[test]

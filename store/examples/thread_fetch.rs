@@ -89,6 +89,7 @@ async fn fill(storage: &Storage, conversation: &Id, length: u64) -> anyhow::Resu
             sent_at: time::OffsetDateTime::now_utc(),
             body: Body::text("a message of about the usual length for a chat"),
             reply_to,
+            mentions: Vec::new(),
         };
         let envelope = schemas::encode_stored_message(&StoredMessage { message, prev_stream_seq: stream_seq - 1 });
         let index_value: bytes::Bytes = stream_seq.to_string().into();

@@ -35,6 +35,8 @@ pub struct AppendRequest {
     pub body: Body,
     /// The `seq` this message replies to; must name a message already in the conversation.
     pub reply_to: Option<u64>,
+    /// Members the message mentions, already checked by the caller (members, not the sender, no repeats).
+    pub mentions: Vec<Id>,
     /// The gateway request or connection id, carried to the workers in [`subjects::HEADER_REQUEST_ID`].
     pub request_id: Option<String>,
 }
@@ -48,6 +50,8 @@ pub struct AppendOutcome {
     pub duplicate: bool,
     /// The stored message's `reply_to` (the original's, for a duplicate).
     pub reply_to: Option<u64>,
+    /// The stored message's mentions (the original's, for a duplicate), for their unread-mention keys.
+    pub mentions: Vec<String>,
 }
 
 /// Where a conversation's log ends, as last seen by this process.
@@ -106,6 +110,7 @@ impl MessageLog {
                                 sent_at: last.message.sent_at,
                                 duplicate: true,
                                 reply_to: last.message.reply_to,
+                                mentions: last.message.mentions.clone(),
                             });
                         }
                     }
@@ -129,6 +134,7 @@ impl MessageLog {
                 sent_at: time::OffsetDateTime::now_utc(),
                 body: request.body.clone(),
                 reply_to: request.reply_to,
+                mentions: request.mentions.iter().map(ToString::to_string).collect(),
             };
             let envelope = schemas::encode_stored_message(&StoredMessage { message: message.clone(), prev_stream_seq: tail.stream_seq });
             let mut publish = PublishMessage::build()
@@ -160,6 +166,7 @@ impl MessageLog {
                         sent_at: original.message.sent_at,
                         duplicate: true,
                         reply_to: original.message.reply_to,
+                        mentions: original.message.mentions,
                     };
                     self.write_records_patiently(&request.conversation, &request.client_msg_id, &outcome).await?;
                     return Ok(outcome);
@@ -167,7 +174,14 @@ impl MessageLog {
                 Ok(ack) => {
                     *tail_guard = Some(Tail { stream_seq: ack.sequence, seq: message.seq });
                     drop(tail_guard);
-                    let outcome = AppendOutcome { seq: message.seq, stream_seq: ack.sequence, sent_at: message.sent_at, duplicate: false, reply_to: message.reply_to };
+                    let outcome = AppendOutcome {
+                        seq: message.seq,
+                        stream_seq: ack.sequence,
+                        sent_at: message.sent_at,
+                        duplicate: false,
+                        reply_to: message.reply_to,
+                        mentions: message.mentions,
+                    };
                     let sender_read = async {
                         match &self.receipts {
                             Some(receipts) => receipts.advance_user(&request.conversation, &request.sender, ReceiptKind::Read, outcome.seq).await.map(|_| ()),
@@ -226,7 +240,14 @@ impl MessageLog {
             return Ok(None);
         };
         let record = ClientMsgIdRecord::from_bytes(&bytes).map_err(StoreError::internal)?;
-        Ok(Some(AppendOutcome { seq: record.seq, stream_seq: record.stream_seq, sent_at: record.sent_at, duplicate: true, reply_to: record.reply_to }))
+        Ok(Some(AppendOutcome {
+            seq: record.seq,
+            stream_seq: record.stream_seq,
+            sent_at: record.sent_at,
+            duplicate: true,
+            reply_to: record.reply_to,
+            mentions: record.mentions,
+        }))
     }
 
     /// Reads the conversation's last entry and makes sure its index and idempotency records exist.
@@ -235,7 +256,14 @@ impl MessageLog {
             return Ok((Tail { stream_seq: 0, seq: 0 }, None));
         };
         if let Ok(client_msg_id) = Id::parse(&last.message.client_msg_id) {
-            let outcome = AppendOutcome { seq: last.message.seq, stream_seq, sent_at: last.message.sent_at, duplicate: true, reply_to: last.message.reply_to };
+            let outcome = AppendOutcome {
+                seq: last.message.seq,
+                stream_seq,
+                sent_at: last.message.sent_at,
+                duplicate: true,
+                reply_to: last.message.reply_to,
+                mentions: last.message.mentions.clone(),
+            };
             self.write_records(conversation, &client_msg_id, &outcome).await?;
         }
         Ok((Tail { stream_seq, seq: last.message.seq }, Some(last)))
@@ -250,7 +278,8 @@ impl MessageLog {
         retry_with_patience(patience, |_| true, on_retry, || self.write_records(conversation, client_msg_id, outcome)).await
     }
 
-    /// The history index entry and, for a reply, its thread index entry, side by side.
+    /// The history index entry and, for a reply, its thread index entry, and an unread-mention key
+    /// per mentioned member, side by side.
     async fn write_indexes(&self, conversation: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
         let stream_seq: bytes::Bytes = outcome.stream_seq.to_string().into();
         let history = self.storage.message_index.put(subjects::message_index_key(conversation, outcome.seq), stream_seq.clone());
@@ -260,15 +289,28 @@ impl MessageLog {
                 None => Ok(()),
             }
         };
-        let (history_result, thread_result) = tokio::join!(history, thread);
+        // Stored mentions were checked as ids before the append; anything else is not a key.
+        let mention_keys = outcome.mentions.iter().filter_map(|user| Id::parse(user).ok()).map(|user| subjects::mention_key(&user, conversation, outcome.seq));
+        let mentions = futures::future::join_all(mention_keys.map(|key| self.storage.mentions.put(key, stream_seq.clone())));
+        let (history_result, thread_result, mention_results) = tokio::join!(history, thread, mentions);
         history_result.map_err(|error| from_nats("failed to write history index", error))?;
         thread_result.map_err(|error| from_nats("failed to write thread index", error))?;
+        for result in mention_results {
+            result.map_err(|error| from_nats("failed to write an unread mention", error))?;
+        }
         Ok(())
     }
 
     /// Index (`seq` → stream sequence, and the thread entry of a reply) and idempotency records; all idempotent puts.
     async fn write_records(&self, conversation: &Id, client_msg_id: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
-        let record = ClientMsgIdRecord { v: 1, seq: outcome.seq, stream_seq: outcome.stream_seq, sent_at: outcome.sent_at, reply_to: outcome.reply_to };
+        let record = ClientMsgIdRecord {
+            v: 1,
+            seq: outcome.seq,
+            stream_seq: outcome.stream_seq,
+            sent_at: outcome.sent_at,
+            reply_to: outcome.reply_to,
+            mentions: outcome.mentions.clone(),
+        };
         let record_put = self.storage.client_msg_ids.put(subjects::client_msg_id_key(conversation, client_msg_id), record.to_bytes().into());
         let (index_result, record_result) = tokio::join!(self.write_indexes(conversation, outcome), record_put);
         index_result?;

@@ -15,6 +15,7 @@ pub struct Storage {
     pub memberships: kv::Store,
     pub message_index: kv::Store,
     pub thread_index: kv::Store,
+    pub mentions: kv::Store,
     pub client_msg_ids: kv::Store,
     pub receipts: kv::Store,
 }
@@ -56,6 +57,7 @@ impl Storage {
             memberships: open(subjects::MEMBERSHIPS_BUCKET).await?,
             message_index: open(subjects::MESSAGE_INDEX_BUCKET).await?,
             thread_index: open(subjects::THREAD_INDEX_BUCKET).await?,
+            mentions: open(subjects::MENTIONS_BUCKET).await?,
             client_msg_ids: open(subjects::CLIENT_MSG_ID_BUCKET).await?,
             receipts: open(subjects::RECEIPTS_BUCKET).await?,
             messages,

@@ -167,6 +167,7 @@ async fn publish_messages(
             sent_at: now - time::Duration::milliseconds(age_ms),
             body: Body::text(text),
             reply_to: None,
+            mentions: Vec::new(),
         };
         let bytes = schemas::encode_stored_message(&StoredMessage { message, prev_stream_seq: 0 });
         let subject = subjects::message_subject(&Id::parse(&conversation_id(conversation))?);

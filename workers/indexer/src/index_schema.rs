@@ -175,6 +175,7 @@ mod tests {
             sent_at: time::OffsetDateTime::UNIX_EPOCH,
             body: schemas::Body::text("hi"),
             reply_to: None,
+            mentions: Vec::new(),
         };
         assert_eq!(searchable_text(&message), Some("hi"));
         message.body = schemas::Body { ciphertext: Some("c2VjcmV0".to_owned()), ..Default::default() };

@@ -33,6 +33,7 @@ fn message(conversation: &str, seq: u64, sender: &str, age: time::Duration, body
         sent_at: OffsetDateTime::now_utc() - age,
         body,
         reply_to: None,
+        mentions: Vec::new(),
     }
 }
 

@@ -19,6 +19,7 @@ async fn publish_messages(nats: &async_nats::Client, count: u64) -> anyhow::Resu
             sent_at: time::OffsetDateTime::now_utc(),
             body: Body::text(format!("rebuild me {seq}")),
             reply_to: None,
+            mentions: Vec::new(),
         };
         let bytes = schemas::encode_stored_message(&StoredMessage { message, prev_stream_seq: 0 });
         jetstream.publish(subjects::message_subject(&Id::parse("g-1")?), bytes.into()).await?.await?;
