@@ -9,6 +9,7 @@ mod encrypted;
 mod idempotency;
 mod media;
 mod membership;
+mod mentions;
 mod messaging;
 mod nats_permissions;
 mod openapi;
