@@ -78,7 +78,8 @@ async fn at_mentions_of_members_travel_in_frames_history_and_sync() -> anyhow::R
 
 #[tokio::test]
 async fn the_inbox_counts_unread_mentions_until_they_are_read() -> anyhow::Result<()> {
-    let system = TestSystem::start().await?;
+    // On its own NATS user the gateway writes, lists and purges mention keys: the permissions hold.
+    let system = TestSystem::builder().with_role_users().start().await?;
     let alice = system.api(0, "alice");
     let bob = system.api(0, "bob");
     let group = alice.create_group("counts", &["bob", "carol"]).await?.id;
@@ -92,7 +93,7 @@ async fn the_inbox_counts_unread_mentions_until_they_are_read() -> anyhow::Resul
 
     read_up_to(&bob, &group, 1).await?;
     assert_eq!(inbox_counts(&bob, &group).await?, (2, 1));
-    let nats = system.connect_nats().await?;
+    let nats = system.connect_role(subjects::permissions::Role::Gateway).await?;
     let mentions = async_nats::jetstream::new(nats).get_key_value(subjects::MENTIONS_BUCKET).await?;
     let (bob_id, group_id) = (Id::parse("bob")?, Id::parse(&group)?);
     assert_eq!(mentions.get(subjects::mention_key(&bob_id, &group_id, 1)).await?, None, "a read mention is purged");
@@ -169,7 +170,9 @@ async fn start_with_push() -> anyhow::Result<(TestSystem, StandIns)> {
         base_url: stand_ins.apns.base_url.clone(),
         token_renewal: DEFAULT_APNS_TOKEN_RENEWAL,
     };
+    // Role users: the push worker may read the mentions it counts into the notification.
     let system = TestSystem::builder()
+        .with_role_users()
         .with_push(|config| {
             config.fcm = Some(fcm);
             config.apns = Some(apns);
