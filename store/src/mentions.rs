@@ -6,7 +6,7 @@
 //! inbox counts them with one prefix listing for every conversation at once. Purging is best
 //! effort; a key left behind is only a stale entry the next inbox listing finds and purges again.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_nats::jetstream::kv;
 use futures::future::join_all;
@@ -69,6 +69,7 @@ impl Mentions {
 /// conversations and folded read watermarks.
 pub(crate) fn tally(keys: Vec<String>, conversations: &[Id], watermarks: &HashMap<Id, ReceiptRecord>) -> MentionTally {
     let mut tally = MentionTally::default();
+    let conversations: HashSet<&Id> = conversations.iter().collect();
     for key in keys {
         let Some((conversation, seq)) = subjects::parse_mention_key(&key) else { continue };
         let read = watermarks.get(&conversation).map_or(0, |watermark| watermark.read);

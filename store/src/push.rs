@@ -208,3 +208,23 @@ impl PushStorage {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(do_not_disturb: bool, muted: bool, mentioned: bool, expected: bool) {
+        assert_eq!(Silence { do_not_disturb, muted }.allows(mentioned), expected, "dnd {do_not_disturb} muted {muted} mentioned {mentioned}");
+    }
+
+    #[test]
+    fn a_mention_pushes_through_a_mute_but_not_through_do_not_disturb() {
+        check(false, false, false, true);
+        check(false, false, true, true);
+        check(false, true, false, false);
+        check(false, true, true, true);
+        check(true, false, false, false);
+        check(true, false, true, false);
+        check(true, true, true, false);
+    }
+}
