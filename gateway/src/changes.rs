@@ -59,6 +59,8 @@ pub async fn change_message(
         sender_device: device.clone(),
         body,
         reply_to: None,
+        // An edit's new `@` names are not mentions: a mention notifies once, when it is sent.
+        mentions: Vec::new(),
         request_id: Some(request_id.to_owned()),
         change: Some(Change { kind, target_seq: request.target_seq, emoji, action: reaction }),
     };

@@ -195,7 +195,7 @@ async fn history(
 #[utoipa::path(post, path = "/v1/messages", tag = "messages", security(("bearer" = [])), params(("device" = Option<String>, Query, description = "The sending device; `http` when absent", pattern = "^[A-Za-z0-9_-]{1,64}$")), request_body = PostMessageRequest, responses(
     (status = 201, description = "Stored", body = PostMessageResponse),
     (status = 200, description = "A resend of a stored message", body = PostMessageResponse),
-    (status = 400, description = "`invalid`: a bad id or body, or a `reply_to` that names no message of the conversation", body = ErrorBody),
+    (status = 400, description = "`invalid`: a bad id or body, a `reply_to` that names no message of the conversation, or `mentions` that are not ids, more than 50, or beside a readable body", body = ErrorBody),
     (status = 403, description = "`forbidden`: the caller is not a member, or the media is someone else's", body = ErrorBody),
     (status = 404, description = "`not_found`: no such conversation", body = ErrorBody),
     (status = 422, description = "`content_refused`: refused by the content policy", body = ErrorBody),
@@ -212,7 +212,13 @@ async fn post_message(
     // One id per HTTP send; the log entry carries it to the workers' log lines.
     let request_id = ulid::Ulid::new().to_string();
     tracing::debug!(%request_id, user = %caller, "http send");
-    let send = SendRequest { conversation_id: &request.conversation_id, client_msg_id: &request.client_msg_id, body: request.body, reply_to: request.reply_to };
+    let send = SendRequest {
+        conversation_id: &request.conversation_id,
+        client_msg_id: &request.client_msg_id,
+        body: request.body,
+        reply_to: request.reply_to,
+        mentions: request.mentions,
+    };
     let outcome = send_message(&state, &caller, &device, peer.ip(), send, &request_id).await?;
     let status = if outcome.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     let response = PostMessageResponse {

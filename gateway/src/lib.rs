@@ -15,6 +15,7 @@ mod media_download;
 pub mod media_settings;
 mod media_upload;
 mod media_urls;
+mod mentions;
 pub mod openapi;
 mod outbound;
 mod presence;

@@ -3,6 +3,9 @@
 //! `reply_to` is checked before the rate limiter (so a bad one spends no token) and again inside
 //! the append, against the tail the message goes after: the second check is the one that makes a
 //! reply never name a `seq` the conversation did not hold when it was stored.
+//!
+//! Mentions are decided here, before the rate limiter, against the cached member set
+//! (`mentions.rs`): the log stores only members, so pushes and counts never reach outsiders.
 
 use std::net::IpAddr;
 
@@ -23,6 +26,8 @@ pub struct SendRequest<'a> {
     pub client_msg_id: &'a str,
     pub body: Body,
     pub reply_to: Option<u64>,
+    /// Client-named mentions, for a ciphertext body only.
+    pub mentions: Option<Vec<String>>,
 }
 
 pub async fn send_message(
@@ -33,7 +38,7 @@ pub async fn send_message(
     request: SendRequest<'_>,
     request_id: &str,
 ) -> Result<AppendOutcome, ApiError> {
-    let SendRequest { conversation_id, client_msg_id, body, reply_to } = request;
+    let SendRequest { conversation_id, client_msg_id, body, reply_to, mentions } = request;
     let conversation = parse_id("conversation_id", conversation_id)?;
     let client_msg_id = parse_id("client_msg_id", client_msg_id)?;
     body.validate(state.config.limits.max_body_bytes).map_err(|error| match error {
@@ -44,7 +49,11 @@ pub async fn send_message(
         return Err(ApiError::invalid("reply_to is a seq: 1 or more"));
     }
     require_log_reachable(state)?;
-    require_member(state, &conversation, sender).await?;
+    let members = state.membership.members(&conversation).await?;
+    if !members.contains_key(sender) {
+        return Err(ApiError::forbidden(format!("you are not a member of {conversation}")));
+    }
+    let mentions = crate::mentions::mentions_of_send(&body, mentions.as_deref(), &members, sender)?;
     if body.ciphertext.is_none() && state.conversations.is_encrypted(&conversation).await? {
         // Refused before anything is stored: a plaintext body would sit in history, search and push previews.
         return Err(ApiError::invalid(format!("{conversation} is end-to-end encrypted: only ciphertext bodies are accepted")));
@@ -65,7 +74,7 @@ pub async fn send_message(
     }
     let outcome = state
         .log
-        .append(AppendRequest { conversation: conversation.clone(), client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body, reply_to, request_id: Some(request_id.to_owned()), change: None })
+        .append(AppendRequest { conversation: conversation.clone(), client_msg_id, sender: sender.clone(), sender_device: sender_device.clone(), body, reply_to, mentions, request_id: Some(request_id.to_owned()), change: None })
         .await?;
     // Writing in a conversation means having read it up to one's own message: the log moved the
     // user's read watermark before the ack. No receipt frame follows: the sender's other devices

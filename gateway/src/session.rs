@@ -45,8 +45,8 @@ impl Session {
         };
         match frame {
             ClientFrame::Ping { id } => self.reply(ServerFrame::Pong { id }).await,
-            ClientFrame::Send { id, conversation_id, client_msg_id, body, reply_to } => {
-                let request = SendRequest { conversation_id: &conversation_id, client_msg_id: &client_msg_id, body, reply_to };
+            ClientFrame::Send { id, conversation_id, client_msg_id, body, reply_to, mentions } => {
+                let request = SendRequest { conversation_id: &conversation_id, client_msg_id: &client_msg_id, body, reply_to, mentions };
                 let outcome = send_message(&self.state, &self.user, &self.device, self.address, request, &self.request_id).await;
                 return self.acknowledge(id, conversation_id, client_msg_id, outcome).await;
             }

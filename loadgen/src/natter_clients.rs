@@ -88,6 +88,7 @@ impl NatterClients {
                 client_msg_id: crate::plan::client_msg_id(&phase.tag, index),
                 body: Body::text(MESSAGE_TEXT),
                 reply_to: None,
+                mentions: None,
             };
             let text = serde_json::to_string(&frame).expect("client frames serialize");
             recorder.note_send_made();

@@ -135,7 +135,7 @@ async fn append_one(jetstream: &jetstream::Context, conversation: &str, seq: u64
         subjects::kv_key_subject(subjects::MESSAGE_INDEX_BUCKET, &subjects::message_index_key(&conversation_id, seq)),
         PublishMessage::build().payload(ack.sequence.to_string().into()),
     );
-    let record = ClientMsgIdRecord { v: 1, seq, stream_seq: ack.sequence, sent_at: message.sent_at, reply_to: None };
+    let record = ClientMsgIdRecord { v: 1, seq, stream_seq: ack.sequence, sent_at: message.sent_at, reply_to: None, mentions: Vec::new() };
     let idempotency = jetstream.send_publish(
         subjects::kv_key_subject(subjects::CLIENT_MSG_ID_BUCKET, &subjects::client_msg_id_key(&conversation_id, &client_msg_id)),
         PublishMessage::build().payload(record.to_bytes().into()),

@@ -20,6 +20,9 @@ pub enum ClientFrame {
         body: Body,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reply_to: Option<u64>,
+        /// Member ids the message mentions; only for a `ciphertext` body, which the server cannot read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mentions: Option<Vec<String>>,
     },
     /// Replaces the text of one's own message `seq`; acked like a send, with the edit's own `seq`.
     Edit {

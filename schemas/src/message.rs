@@ -39,6 +39,9 @@ pub struct Message {
     /// Version of the folded state (edits, delete, reactions): of two views of one message, the higher is newer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision: Option<u64>,
+    /// Members the message mentions (`@id` in its text, or named by the sender of a ciphertext body), in order; absent when none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
 }
 
 impl Message {
@@ -60,6 +63,7 @@ impl Message {
             deleted_by: None,
             reactions: Vec::new(),
             revision: None,
+            mentions: Vec::new(),
         }
     }
 }

@@ -141,6 +141,13 @@ pub struct PushNotification {
     pub sender: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub text: Option<String>,
+    /// Of the unread messages, how many mention the user; absent when none do.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mentions: u64,
+}
+
+fn is_zero(count: &u64) -> bool {
+    *count == 0
 }
 
 impl PushNotification {

@@ -74,6 +74,9 @@ struct StoredMessageV1 {
     /// A change's pointer to the latest message before it (stream sequence).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     latest_message: Option<u64>,
+    /// Added without a version bump, like `reply_to`: absent in entries without mentions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mentions: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -102,6 +105,7 @@ pub fn encode_stored_message(stored: &StoredMessage) -> Vec<u8> {
         emoji: change.and_then(|change| change.emoji.clone()),
         action: change.filter(|change| change.kind == ChangeKind::Reaction).map(|change| change.action),
         latest_message: stored.latest_message_stream_seq.filter(|_| change.is_some()),
+        mentions: message.mentions.clone(),
     };
     serde_json::to_vec(&envelope).expect("envelopes always serialize")
 }
@@ -125,7 +129,7 @@ pub fn decode_stored_message(bytes: &[u8]) -> Result<StoredMessage, RecordError>
                     Some(Change { kind, target_seq, emoji: envelope.emoji, action: envelope.action.unwrap_or_default() })
                 }
             };
-            let message = Message::new(
+            let mut message = Message::new(
                 envelope.conversation_id,
                 envelope.seq,
                 envelope.client_msg_id,
@@ -135,6 +139,7 @@ pub fn decode_stored_message(bytes: &[u8]) -> Result<StoredMessage, RecordError>
                 envelope.body,
                 envelope.reply_to,
             );
+            message.mentions = envelope.mentions;
             let latest_message_stream_seq = envelope.latest_message.filter(|_| change.is_some());
             Ok(StoredMessage { message, prev_stream_seq: envelope.prev, change, latest_message_stream_seq })
         }
@@ -193,6 +198,9 @@ pub struct ClientMsgIdRecord {
     /// The message's `reply_to`, so a resend can repair its thread entry without reading the log.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<u64>,
+    /// The message's mentions, so a resend can repair their unread-mention keys the same way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mentions: Vec<String>,
 }
 
 /// `receipts` bucket value: how far a device (or, folded, a user) has read and received a conversation.
@@ -261,6 +269,16 @@ mod tests {
         let reaction = decode_stored_message(&golden("reaction.v1.json")).unwrap().change.unwrap();
         assert_eq!((reaction.emoji.as_deref(), reaction.action), (Some("👍"), ReactionAction::Remove));
         assert!(matches!(decode_stored_message(br#"{"v":1,"kind":"edit","conversation_id":"c","seq":2,"client_msg_id":"m","sender":"a","sender_device":"d","sent_at":"2026-11-28T10:00:00Z","body":{},"prev":1}"#), Err(RecordError::MissingField("target"))));
+    }
+
+    #[test]
+    fn mentions_ride_on_the_v1_envelope_without_a_version_bump() {
+        let plain = decode_stored_message(&golden("message.v1.json")).unwrap();
+        assert!(plain.message.mentions.is_empty(), "entries written before mentions existed have none");
+        let stored = decode_stored_message(&golden("message-mentions.v1.json")).unwrap();
+        assert_eq!(stored.message.mentions, ["bob", "carol"]);
+        let written: serde_json::Value = serde_json::from_slice(&encode_stored_message(&stored)).unwrap();
+        assert_eq!(written, serde_json::from_slice::<serde_json::Value>(&golden("message-mentions.v1.json")).unwrap());
     }
 
     #[test]

@@ -62,6 +62,9 @@ pub struct InboxEntry {
     pub unread: u64,
     #[serde(default)]
     pub encrypted: bool,
+    /// Unread messages (after the read watermark) that mention the caller.
+    #[serde(default)]
+    pub unread_mentions: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -79,6 +82,10 @@ pub struct PostMessageRequest {
     /// The `seq` of the message this one replies to, in the same conversation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<u64>,
+    /// Member ids the message mentions; only for a `ciphertext` body (a readable text's `@id`s are found by the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(max_items = 50)]
+    pub mentions: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]

@@ -4,6 +4,8 @@
 //! watermarks) replace one round trip per conversation; then, in parallel, one direct get per
 //! conversation whose last entry is an edit, delete or reaction (it points at the latest
 //! message), and one batch get of the last messages' folded states (a deleted one shows as a tombstone).
+//! The user's mention keys come from one prefix listing (every conversation at once); keys found
+//! already read are purged on the way out (one more round trip, only when there are any).
 
 use std::collections::HashMap;
 
@@ -13,8 +15,9 @@ use subjects::Id;
 
 use crate::batch_get::last_messages;
 use crate::error::{from_nats, StoreError};
+use crate::mentions::tally;
 use crate::message_state::MessageStates;
-use crate::{Conversations, Receipts};
+use crate::{Conversations, Mentions, Receipts};
 
 impl Conversations {
     pub async fn inbox(&self, user: &Id, receipts: &Receipts) -> Result<Vec<InboxEntry>, StoreError> {
@@ -23,11 +26,14 @@ impl Conversations {
         let records_bucket = &self.storage.conversations;
         let record_subjects: Vec<String> = conversations.iter().map(|conversation| format!("{}{conversation}", records_bucket.prefix)).collect();
         let stream_name = self.storage.messages.cached_info().config.name.clone();
-        let (last, records, watermarks) = tokio::try_join!(
+        let mentions = Mentions::new(self.client.clone(), &self.storage);
+        let (last, records, watermarks, mention_keys) = tokio::try_join!(
             last_messages(&self.client, &stream_name, &message_subjects),
             last_messages(&self.client, &records_bucket.stream_name, &record_subjects),
             receipts.user_watermarks(user, &conversations),
+            mentions.entries_of(user),
         )?;
+        let mention_tally = tally(mention_keys, &conversations, &watermarks);
 
         let mut last_entries: HashMap<&Id, StoredMessage> = HashMap::new();
         for (conversation, message_subject) in conversations.iter().zip(&message_subjects) {
@@ -56,7 +62,13 @@ impl Conversations {
                 _ => 0,
             };
             let activity = last_message.as_ref().map_or(record.created_at, |message| message.sent_at);
-            entries.push((activity, InboxEntry { id: record.id, kind: record.kind, title: record.title, last_message, unread, encrypted: record.encrypted }));
+            // Never more than `unread`: a mention key can outlive the message it names (the log's TTL).
+            let unread_mentions = mention_tally.unread.get(conversation).copied().unwrap_or(0).min(unread);
+            entries.push((activity, InboxEntry { id: record.id, kind: record.kind, title: record.title, last_message, unread, encrypted: record.encrypted, unread_mentions }));
+        }
+        if !mention_tally.stale_keys.is_empty() {
+            // Mentions read by sending (which moves the watermark without a read receipt) or whose purge failed.
+            mentions.purge_quietly(&mention_tally.stale_keys).await;
         }
         entries.sort_by(|left, right| right.0.cmp(&left.0));
         Ok(entries.into_iter().map(|(_, entry)| entry).collect())

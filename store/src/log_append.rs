@@ -36,6 +36,8 @@ pub struct AppendRequest {
     pub body: Body,
     /// The `seq` this message replies to; must name a message already in the conversation.
     pub reply_to: Option<u64>,
+    /// Members the message mentions, already checked by the caller (members, not the sender, no repeats).
+    pub mentions: Vec<Id>,
     /// The gateway request or connection id, carried to the workers in [`subjects::HEADER_REQUEST_ID`].
     pub request_id: Option<String>,
     /// An edit, delete or reaction of an earlier message instead of a message; `body` is an edit's new body.
@@ -51,6 +53,8 @@ pub struct AppendOutcome {
     pub duplicate: bool,
     /// The stored message's `reply_to` (the original's, for a duplicate).
     pub reply_to: Option<u64>,
+    /// The stored message's mentions (the original's, for a duplicate), for their unread-mention keys.
+    pub mentions: Vec<String>,
 }
 
 /// Where a conversation's log ends, as last seen by this process.
@@ -117,6 +121,7 @@ impl MessageLog {
                                 sent_at: last.message.sent_at,
                                 duplicate: true,
                                 reply_to: last.message.reply_to,
+                                mentions: last.message.mentions.clone(),
                             });
                         }
                     }
@@ -131,7 +136,7 @@ impl MessageLog {
                 }
                 return Err(StoreError::Invalid(format!("reply_to {parent} is not a message of {} (its last seq is {})", request.conversation, tail.seq)));
             }
-            let message = Message::new(
+            let mut message = Message::new(
                 request.conversation.to_string(),
                 tail.seq + 1,
                 request.client_msg_id.to_string(),
@@ -141,6 +146,7 @@ impl MessageLog {
                 request.body.clone(),
                 request.reply_to,
             );
+            message.mentions = request.mentions.iter().map(ToString::to_string).collect();
             let stored = StoredMessage {
                 message,
                 prev_stream_seq: tail.stream_seq,
@@ -178,6 +184,7 @@ impl MessageLog {
                         sent_at: original.message.sent_at,
                         duplicate: true,
                         reply_to: original.message.reply_to,
+                        mentions: original.message.mentions.clone(),
                     };
                     self.write_records_patiently(&request.conversation, &request.client_msg_id, &outcome).await?;
                     self.fold_patiently(&request.conversation, &original).await?;
@@ -186,7 +193,14 @@ impl MessageLog {
                 Ok(ack) => {
                     *tail_guard = Some(Tail { stream_seq: ack.sequence, seq: message.seq, latest_message_stream_seq: stored.latest_message_at(ack.sequence) });
                     drop(tail_guard);
-                    let outcome = AppendOutcome { seq: message.seq, stream_seq: ack.sequence, sent_at: message.sent_at, duplicate: false, reply_to: message.reply_to };
+                    let outcome = AppendOutcome {
+                        seq: message.seq,
+                        stream_seq: ack.sequence,
+                        sent_at: message.sent_at,
+                        duplicate: false,
+                        reply_to: message.reply_to,
+                        mentions: message.mentions.clone(),
+                    };
                     let sender_read = async {
                         match &self.receipts {
                             Some(receipts) => receipts.advance_user(&request.conversation, &request.sender, ReceiptKind::Read, outcome.seq).await.map(|_| ()),
@@ -255,7 +269,14 @@ impl MessageLog {
             return Ok(None);
         };
         let record = ClientMsgIdRecord::from_bytes(&bytes).map_err(StoreError::internal)?;
-        Ok(Some(AppendOutcome { seq: record.seq, stream_seq: record.stream_seq, sent_at: record.sent_at, duplicate: true, reply_to: record.reply_to }))
+        Ok(Some(AppendOutcome {
+            seq: record.seq,
+            stream_seq: record.stream_seq,
+            sent_at: record.sent_at,
+            duplicate: true,
+            reply_to: record.reply_to,
+            mentions: record.mentions,
+        }))
     }
 
     /// Reads the conversation's last entry and makes sure its index and idempotency records exist.
@@ -264,7 +285,14 @@ impl MessageLog {
             return Ok((Tail { stream_seq: 0, seq: 0, latest_message_stream_seq: None }, None));
         };
         if let Ok(client_msg_id) = Id::parse(&last.message.client_msg_id) {
-            let outcome = AppendOutcome { seq: last.message.seq, stream_seq, sent_at: last.message.sent_at, duplicate: true, reply_to: last.message.reply_to };
+            let outcome = AppendOutcome {
+                seq: last.message.seq,
+                stream_seq,
+                sent_at: last.message.sent_at,
+                duplicate: true,
+                reply_to: last.message.reply_to,
+                mentions: last.message.mentions.clone(),
+            };
             self.write_records(conversation, &client_msg_id, &outcome).await?;
         }
         self.states.apply(conversation, &last).await?;
@@ -290,7 +318,8 @@ impl MessageLog {
         retry_with_patience(patience, |_| true, on_retry, || async { self.states.apply(conversation, entry).await.map(|_| ()) }).await
     }
 
-    /// The history index entry and, for a reply, its thread index entry, side by side.
+    /// The history index entry and, for a reply, its thread index entry, and an unread-mention key
+    /// per mentioned member, side by side.
     async fn write_indexes(&self, conversation: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
         let stream_seq: bytes::Bytes = outcome.stream_seq.to_string().into();
         let history = self.storage.message_index.put(subjects::message_index_key(conversation, outcome.seq), stream_seq.clone());
@@ -300,15 +329,28 @@ impl MessageLog {
                 None => Ok(()),
             }
         };
-        let (history_result, thread_result) = tokio::join!(history, thread);
+        // Stored mentions were checked as ids before the append; anything else is not a key.
+        let mention_keys = outcome.mentions.iter().filter_map(|user| Id::parse(user).ok()).map(|user| subjects::mention_key(&user, conversation, outcome.seq));
+        let mentions = futures::future::join_all(mention_keys.map(|key| self.storage.mentions.put(key, stream_seq.clone())));
+        let (history_result, thread_result, mention_results) = tokio::join!(history, thread, mentions);
         history_result.map_err(|error| from_nats("failed to write history index", error))?;
         thread_result.map_err(|error| from_nats("failed to write thread index", error))?;
+        for result in mention_results {
+            result.map_err(|error| from_nats("failed to write an unread mention", error))?;
+        }
         Ok(())
     }
 
     /// Index (`seq` → stream sequence, and the thread entry of a reply) and idempotency records; all idempotent puts.
     async fn write_records(&self, conversation: &Id, client_msg_id: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
-        let record = ClientMsgIdRecord { v: 1, seq: outcome.seq, stream_seq: outcome.stream_seq, sent_at: outcome.sent_at, reply_to: outcome.reply_to };
+        let record = ClientMsgIdRecord {
+            v: 1,
+            seq: outcome.seq,
+            stream_seq: outcome.stream_seq,
+            sent_at: outcome.sent_at,
+            reply_to: outcome.reply_to,
+            mentions: outcome.mentions.clone(),
+        };
         let record_put = self.storage.client_msg_ids.put(subjects::client_msg_id_key(conversation, client_msg_id), record.to_bytes().into());
         let (index_result, record_result) = tokio::join!(self.write_indexes(conversation, outcome), record_put);
         index_result?;

@@ -16,6 +16,7 @@ pub struct Storage {
     pub message_index: kv::Store,
     pub thread_index: kv::Store,
     pub message_state: kv::Store,
+    pub mentions: kv::Store,
     pub client_msg_ids: kv::Store,
     pub receipts: kv::Store,
 }
@@ -58,6 +59,7 @@ impl Storage {
             message_index: open(subjects::MESSAGE_INDEX_BUCKET).await?,
             thread_index: open(subjects::THREAD_INDEX_BUCKET).await?,
             message_state: open(subjects::MESSAGE_STATE_BUCKET).await?,
+            mentions: open(subjects::MENTIONS_BUCKET).await?,
             client_msg_ids: open(subjects::CLIENT_MSG_ID_BUCKET).await?,
             receipts: open(subjects::RECEIPTS_BUCKET).await?,
             messages,

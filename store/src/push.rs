@@ -18,6 +18,20 @@ pub struct PushStorage {
     client: async_nats::Client,
 }
 
+/// What a user silenced for one conversation at one moment: a mention still pushes through a mute, never through do-not-disturb.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Silence {
+    pub do_not_disturb: bool,
+    pub muted: bool,
+}
+
+impl Silence {
+    /// Whether a message (a mention of the user, or not) may push.
+    pub fn allows(self, mentioned: bool) -> bool {
+        !self.do_not_disturb && (!self.muted || mentioned)
+    }
+}
+
 /// A registration and the revision it was read at, so an invalid-token answer deletes only what it was sent to.
 #[derive(Debug, Clone)]
 pub struct VersionedRegistration {
@@ -116,9 +130,15 @@ impl PushStorage {
 
     /// Whether `user` wants no pushes for `conversation` at `now`: do-not-disturb or a mute in force.
     pub async fn is_silenced(&self, user: &Id, conversation: &Id, now: Timestamp) -> Result<bool, StoreError> {
+        Ok(!self.silence_of(user, conversation, now).await?.allows(false))
+    }
+
+    /// Do-not-disturb and the conversation's mute at `now`, apart: they silence mentions differently.
+    pub async fn silence_of(&self, user: &Id, conversation: &Id, now: Timestamp) -> Result<Silence, StoreError> {
         let (do_not_disturb, mute) =
             futures::try_join!(self.silence(subjects::do_not_disturb_key(user)), self.silence(subjects::conversation_mute_key(user, conversation)))?;
-        Ok([do_not_disturb, mute].iter().flatten().any(|record| record.silences_at(now)))
+        let in_force = |record: Option<SilenceRecord>| record.is_some_and(|record| record.silences_at(now));
+        Ok(Silence { do_not_disturb: in_force(do_not_disturb), muted: in_force(mute) })
     }
 
     async fn put_silence(&self, key: String, until: Option<Timestamp>) -> Result<(), StoreError> {
@@ -186,5 +206,25 @@ impl PushStorage {
             .await
             .map_err(|error| from_nats("dead letter was not stored", error))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(do_not_disturb: bool, muted: bool, mentioned: bool, expected: bool) {
+        assert_eq!(Silence { do_not_disturb, muted }.allows(mentioned), expected, "dnd {do_not_disturb} muted {muted} mentioned {mentioned}");
+    }
+
+    #[test]
+    fn a_mention_pushes_through_a_mute_but_not_through_do_not_disturb() {
+        check(false, false, false, true);
+        check(false, false, true, true);
+        check(false, true, false, false);
+        check(false, true, true, true);
+        check(true, false, false, false);
+        check(true, false, true, false);
+        check(true, true, true, false);
     }
 }

@@ -12,7 +12,7 @@ use subjects::Id;
 
 use crate::batch_get;
 use crate::error::{from_nats, StoreError};
-use crate::Storage;
+use crate::{Mentions, Storage};
 
 /// Compare-and-set rounds before giving up on a key many writers are moving at once.
 const MAX_CAS_ATTEMPTS: usize = 32;
@@ -31,6 +31,8 @@ const MAX_REMEMBERED_RECORDS: usize = 100_000;
 pub struct Receipts {
     client: async_nats::Client,
     bucket: kv::Store,
+    /// Reading past a mention purges it, so the user's mention listing stays small.
+    mentions: Mentions,
     /// The last record (and its revision) this process wrote or read per key: the next
     /// compare-and-set tries it directly, one round trip instead of two while no one else wrote.
     /// Watermarks only grow, so a remembered value that already covers a `seq` is proof enough.
@@ -39,7 +41,7 @@ pub struct Receipts {
 
 impl Receipts {
     pub fn new(client: async_nats::Client, storage: &Storage) -> Receipts {
-        Receipts { client, bucket: storage.receipts.clone(), remembered: Arc::default() }
+        Receipts { mentions: Mentions::new(client.clone(), storage), client, bucket: storage.receipts.clone(), remembered: Arc::default() }
     }
 
     /// Moves the user's `kind` watermark up to `seq` (never down), and for reads the device's too.
@@ -52,6 +54,12 @@ impl Receipts {
             ReceiptKind::Delivered => false,
         };
         let user_moved = self.advance_key(&subjects::user_receipt_key(conversation, user), kind, seq).await?;
+        if kind == ReceiptKind::Read && user_moved {
+            // Best effort: a mention left behind is purged by the user's next inbox listing.
+            if let Err(error) = self.mentions.forget_read(user, conversation, seq).await {
+                tracing::debug!(%error, %conversation, %user, "failed to purge read mentions");
+            }
+        }
         Ok(WatermarkMove { device_moved, user_moved })
     }
 

@@ -24,6 +24,10 @@ pub const THREAD_INDEX_BUCKET: &str = "threadindex";
 pub const MESSAGE_STATE_BUCKET: &str = "msgstate";
 /// Durable idempotency record `<conv>.<client_msg_id>` → ack, for resends older than the duplicate window.
 pub const CLIENT_MSG_ID_BUCKET: &str = "msgids";
+/// Unread mentions `<user>.<conv>.<seq>` → stream sequence: one key per mention, purged once the user has read past it.
+pub const MENTIONS_BUCKET: &str = "mentions";
+/// How long a purged mention's marker stays before the server drops it, so a user's listing shrinks back to their unread mentions.
+pub const MENTION_PURGE_MARKER_TTL: Duration = Duration::from_secs(60);
 
 /// Watermarks: read per device at `<conv>.<user>.<device>`; read and delivered folded per user at `<conv>.<user>`.
 pub const RECEIPTS_BUCKET: &str = "receipts";
@@ -119,6 +123,31 @@ pub fn thread_replies_filter(conversation: &Id, parent_seq: u64) -> String {
 /// The reply's `seq` from a [`THREAD_INDEX_BUCKET`] key.
 pub fn reply_seq_of_thread_key(key: &str) -> Option<u64> {
     key.rsplit_once('.')?.1.parse().ok()
+}
+
+/// `<user>.<conv>.<seq>` in [`MENTIONS_BUCKET`]: `user` is mentioned in message `seq` of `conversation`.
+pub fn mention_key(user: &Id, conversation: &Id, seq: u64) -> String {
+    format!("{user}.{conversation}.{seq}")
+}
+
+/// `<user>.>`: every mention of one user in [`MENTIONS_BUCKET`], all conversations (the inbox's one listing).
+pub fn mentions_of_user_filter(user: &Id) -> String {
+    format!("{user}.>")
+}
+
+/// `<user>.<conv>.*`: one user's mentions in one conversation in [`MENTIONS_BUCKET`].
+pub fn mentions_in_conversation_filter(user: &Id, conversation: &Id) -> String {
+    format!("{user}.{conversation}.*")
+}
+
+/// (conversation, seq) from a [`MENTIONS_BUCKET`] key.
+pub fn parse_mention_key(key: &str) -> Option<(Id, u64)> {
+    let mut parts = key.split('.');
+    let (_user, conversation, seq) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((Id::parse(conversation).ok()?, seq.parse().ok()?))
 }
 
 /// `<conv>.<client_msg_id>` in [`CLIENT_MSG_ID_BUCKET`].
@@ -240,7 +269,18 @@ pub fn bucket_configs(settings: &StorageSettings) -> Vec<kv::Config> {
         bucket(MESSAGE_STATE_BUCKET, "folded state: <conversation>.<seq> -> edits, delete, reactions", settings.message_ttl, settings),
         bucket(CLIENT_MSG_ID_BUCKET, "idempotency: <conversation>.<client_msg_id> -> ack", settings.message_ttl, settings),
         bucket(RECEIPTS_BUCKET, "watermarks: <conversation>.<user>[.<device>] -> read, delivered", forever, settings),
+        mentions_bucket(settings),
     ]
+}
+
+/// Mentions are purged as they are read; `limit_markers` lets a purge marker expire too (per-message
+/// TTL), so a user's prefix listing stays the size of their unread mentions instead of growing with
+/// every mention ever read.
+fn mentions_bucket(settings: &StorageSettings) -> kv::Config {
+    kv::Config {
+        limit_markers: Some(MENTION_PURGE_MARKER_TTL),
+        ..bucket(MENTIONS_BUCKET, "unread mentions: <user>.<conversation>.<seq> -> stream sequence", settings.message_ttl, settings)
+    }
 }
 
 #[cfg(test)]
@@ -256,5 +296,8 @@ mod tests {
         assert_eq!(conversation_of_message_subject(&message_subject(&conversation)), Some(conversation));
         assert_eq!(conversation_of_message_subject("msg.a.b"), None);
         assert_eq!(reply_seq_of_thread_key(&thread_index_key(&Id::parse("c1").unwrap(), 3, 17)), Some(17));
+        assert_eq!(parse_mention_key(&mention_key(&user, &Id::parse("c2").unwrap(), 9)), Some((Id::parse("c2").unwrap(), 9)));
+        assert_eq!(parse_mention_key("alice.c1"), None);
+        assert_eq!(parse_mention_key("alice.c1.9.1"), None);
     }
 }

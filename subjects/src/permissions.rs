@@ -281,6 +281,7 @@ pub fn permissions(role: Role) -> Permissions {
                 crate::MESSAGE_INDEX_BUCKET,
                 crate::THREAD_INDEX_BUCKET,
                 crate::MESSAGE_STATE_BUCKET,
+                crate::MENTIONS_BUCKET,
                 crate::CLIENT_MSG_ID_BUCKET,
                 crate::RECEIPTS_BUCKET,
                 media::MEDIA_RECORDS_BUCKET,
@@ -334,6 +335,8 @@ pub fn permissions(role: Role) -> Permissions {
                 .read_bucket(crate::MESSAGE_INDEX_BUCKET)
                 .read_bucket(crate::MESSAGE_STATE_BUCKET)
                 .read_bucket(crate::RECEIPTS_BUCKET)
+                // A notification says when the unread messages mention the user.
+                .read_bucket(crate::MENTIONS_BUCKET)
                 .read_bucket(crate::CONVERSATIONS_BUCKET)
                 .consume(push::PUSH_STREAM, push::PUSH_CONSUMER)
                 .append(&stream_subjects(push::push_dead_letter_stream_config(&settings)))

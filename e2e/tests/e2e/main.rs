@@ -11,6 +11,7 @@ mod media;
 mod membership;
 mod message_changes;
 mod message_changes_elsewhere;
+mod mentions;
 mod messaging;
 mod nats_permissions;
 mod openapi;

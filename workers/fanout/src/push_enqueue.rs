@@ -1,5 +1,9 @@
 //! Queues push jobs for one log entry: every registered device of every member with no live connection, unless they silenced it; never the sender's.
 //!
+//! A member the message mentions is pushed even in a conversation they muted, but never during
+//! do-not-disturb. In a muted conversation only a mention starts a burst; later messages that find
+//! it pending only join it, as always.
+//!
 //! Bursts coalesce: a `push-pending` marker per (user, device, conversation) is created with the
 //! burst's first job, and later messages that find it only join the burst. The push worker waits
 //! out the coalescing window, removes the marker, and then reads the conversation's state, so one
@@ -47,7 +51,8 @@ impl PushEnqueuer {
         let outcomes: Vec<_> = futures::stream::iter(offline)
             .map(|user| {
                 let conversation = &conversation;
-                async move { (self.enqueue_for_user(&user, conversation, message.seq, request_id).await, user) }
+                let mentioned = message.mentions.iter().any(|mentioned| mentioned == user.as_str());
+                async move { (self.enqueue_for_user(&user, conversation, message.seq, mentioned, request_id).await, user) }
             })
             .buffer_unordered(MEMBERS_IN_FLIGHT)
             .collect()
@@ -59,13 +64,13 @@ impl PushEnqueuer {
         }
     }
 
-    async fn enqueue_for_user(&self, user: &Id, conversation: &Id, seq: u64, request_id: Option<&str>) -> Result<(), StoreError> {
+    async fn enqueue_for_user(&self, user: &Id, conversation: &Id, seq: u64, mentioned: bool, request_id: Option<&str>) -> Result<(), StoreError> {
         let registrations = self.push.registrations_of(user).await?;
         if registrations.is_empty() {
             return Ok(());
         }
         let now = OffsetDateTime::now_utc();
-        if self.push.is_silenced(user, conversation, now).await? {
+        if !self.push.silence_of(user, conversation, now).await?.allows(mentioned) {
             return Ok(());
         }
         for (device, _) in registrations {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::message::AckKind;
 use schemas::{fold_message, Message, PushJob, PushNotification, PushProvider, StoredMessage};
-use store::{LogReader, PushStorage, Receipts, StoreError};
+use store::{LogReader, Mentions, PushStorage, Receipts, StoreError};
 use subjects::Id;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,7 @@ pub struct JobRunner {
     pub push: PushStorage,
     pub reader: LogReader,
     pub receipts: Receipts,
+    pub mentions: Mentions,
     pub providers: Providers,
     pub metrics: Arc<PushMetrics>,
     pub coalesce_window: Duration,
@@ -105,6 +106,15 @@ impl JobRunner {
             tracing::debug!(%user, %conversation, "already read on another device; no push");
             return Ok(());
         }
+        // Read now, like the count: a mention anywhere in the burst (the one that began it in a muted
+        // conversation, or one that joined) makes the notification say so. Only a label: unknown is none.
+        let mentions = match self.mentions.unread_in(&user, &conversation, read).await {
+            Ok(mentions) => mentions.min(count),
+            Err(error) => {
+                tracing::debug!(%error, %user, %conversation, "unread mentions unknown; the push does not mention them");
+                0
+            }
+        };
         let latest_seq = latest.message.seq;
         let preview = self.preview_message(&conversation, latest, job.seq).await.map_err(storage_failure)?;
         // End-to-end encrypted messages carry only ciphertext; nothing else about them leaves either,
@@ -117,6 +127,7 @@ impl JobRunner {
             seq: latest_seq,
             sender: with_content.then(|| preview.sender.clone()),
             text: (with_content && !preview.deleted).then(|| preview.body.text.clone().map(|text| text.chars().take(MAX_PREVIEW_CHARS).collect())).flatten(),
+            mentions,
         };
         let Some(sender) = self.providers.sender(provider) else {
             return Err(failure(SendOutcome::Rejected(format!("{} is not configured on this worker", provider.as_str()))));

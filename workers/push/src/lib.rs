@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use futures::StreamExt;
-use store::{LogReader, PushStorage, Receipts, Storage};
+use store::{LogReader, Mentions, PushStorage, Receipts, Storage};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,6 +63,7 @@ pub async fn run_with_metrics(config: PushWorkerConfig, nats: async_nats::Client
         push: push.clone(),
         reader: LogReader::new(storage.clone()),
         receipts: Receipts::new(nats.clone(), &storage),
+        mentions: Mentions::new(nats.clone(), &storage),
         providers,
         metrics,
         coalesce_window: config.coalesce_window,

@@ -15,6 +15,8 @@ use super::{outcome_of_status, outcome_of_transport_error, unix_now, Delivery, P
 pub const DEFAULT_TOKEN_RENEWAL: Duration = Duration::from_secs(50 * 60);
 /// The body a content-free alert shows; the app may replace it (mutable-content) after fetching.
 const CONTENT_FREE_ALERT: &str = "New message";
+/// The content-free alert when an unread message mentions the user.
+const CONTENT_FREE_MENTION_ALERT: &str = "You were mentioned";
 
 #[derive(Debug, Clone)]
 pub struct ApnsSettings {
@@ -84,7 +86,10 @@ impl ApnsSender {
             aps: ApnsAps {
                 alert: ApnsAlert {
                     title: notification.sender.clone(),
-                    body: notification.text.clone().unwrap_or_else(|| CONTENT_FREE_ALERT.to_owned()),
+                    body: notification.text.clone().unwrap_or_else(|| {
+                        let alert = if notification.mentions > 0 { CONTENT_FREE_MENTION_ALERT } else { CONTENT_FREE_ALERT };
+                        alert.to_owned()
+                    }),
                 },
                 sound: "default".to_owned(),
                 mutable_content: 1,

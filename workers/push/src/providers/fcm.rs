@@ -105,6 +105,9 @@ impl FcmSender {
         if let Some(sender) = &notification.sender {
             data.insert("sender".to_owned(), sender.clone());
         }
+        if notification.mentions > 0 {
+            data.insert("mentions".to_owned(), notification.mentions.to_string());
+        }
         let shown = notification.text.as_ref().map(|text| FcmNotification { title: notification.sender.clone(), body: text.clone() });
         if let Some(text) = &notification.text {
             data.insert("text".to_owned(), text.clone());
