@@ -4,6 +4,7 @@ import { HttpApi, NatterApiError, userOfToken } from './http-api.js';
 import { Connection } from './connection.js';
 import { Added, ConversationState } from './conversation-state.js';
 import { MediaUploads } from './media-uploads.js';
+import { Typing } from './typing.js';
 
 export { HttpApi, NatterApiError, requestDevToken, userOfToken } from './http-api.js';
 export { Connection } from './connection.js';
@@ -16,9 +17,6 @@ const DEFAULT_PAGE_SIZE = 30;
 const UNREAD_PREFETCH = 100;
 /** The server's largest page, used to fill a gap in as few requests as possible. */
 const GAP_FILL_PAGE_SIZE = 200;
-/** The server forwards typing at most every 2 s; an indicator outlives that so it does not flicker. */
-const TYPING_SHOWN_MS = 3500;
-const TYPING_SEND_INTERVAL_MS = 2000;
 
 /** An id matching `[A-Za-z0-9_-]{1,64}`; `crypto.randomUUID` is missing outside secure contexts. */
 export function randomId() {
@@ -49,9 +47,7 @@ export class NatterClient extends EventTarget {
     this.conversations = new Map();
     /** @type {Map<string, {status: 'online'|'offline', lastSeen: string|null}>} */
     this.presence = new Map();
-    /** @type {Map<string, Map<string, ReturnType<typeof setTimeout>>>} conversation → typing user → expiry */
-    this.typing = new Map();
-    this.lastTypingSent = new Map();
+    this.typing = new Typing({ me: this.me, connection: this.connection, onChange: (conversationId) => this.emit('typing', { conversationId }) });
     /** @type {Map<string, {conversationId: string, clientMsgId: string}>} send frame id → the send */
     this.sendsInFlight = new Map();
     this.media = new MediaUploads(this.api);
@@ -116,7 +112,7 @@ export class NatterClient extends EventTarget {
 
   /** @returns {string[]} users typing in the conversation right now */
   typingUsers(conversationId) {
-    return [...(this.typing.get(conversationId)?.keys() ?? [])];
+    return this.typing.users(conversationId);
   }
 
   async refreshInbox() {
@@ -269,9 +265,7 @@ export class NatterClient extends EventTarget {
 
   /** Call on every keystroke: at most one `typing` frame per conversation per 2 s goes out. */
   sendTyping(conversationId) {
-    const now = Date.now();
-    if (now - (this.lastTypingSent.get(conversationId) ?? 0) < TYPING_SEND_INTERVAL_MS) return;
-    if (this.connection.send({ type: 'typing', conversation_id: conversationId })) this.lastTypingSent.set(conversationId, now);
+    this.typing.send(conversationId);
   }
 
   /** @returns {Promise<{hits: import('./http-api.js').SearchHit[], next_cursor?: string}>} */
@@ -325,7 +319,7 @@ export class NatterClient extends EventTarget {
       case 'error':
         return this.receiveError(frame);
       case 'typing':
-        return this.receiveTyping(frame);
+        return this.typing.receive(frame);
       case 'receipt':
         return this.receiveReceipt(frame);
       case 'presence':
@@ -364,7 +358,7 @@ export class NatterClient extends EventTarget {
 
   afterNewMessage(state, message) {
     if (message.sender !== this.me) {
-      this.clearTyping(state.id, message.sender);
+      this.typing.clear(state.id, message.sender);
       if (this.isBeingRead(state.id)) this.markRead(state.id);
       else if (message.seq > state.unreadCountedThrough) state.unread += 1;
     } else {
@@ -421,23 +415,6 @@ export class NatterClient extends EventTarget {
     }
     this.conversations.get(send.conversationId)?.failPending(send.clientMsgId, frame.message);
     this.emit('conversation', { id: send.conversationId });
-  }
-
-  receiveTyping(frame) {
-    if (frame.user === this.me) return;
-    const typists = this.typing.get(frame.conversation_id) ?? new Map();
-    this.typing.set(frame.conversation_id, typists);
-    clearTimeout(typists.get(frame.user));
-    typists.set(frame.user, setTimeout(() => this.clearTyping(frame.conversation_id, frame.user), TYPING_SHOWN_MS));
-    this.emit('typing', { conversationId: frame.conversation_id });
-  }
-
-  clearTyping(conversationId, user) {
-    const typists = this.typing.get(conversationId);
-    if (!typists?.has(user)) return;
-    clearTimeout(typists.get(user));
-    typists.delete(user);
-    this.emit('typing', { conversationId });
   }
 
   receiveReceipt(frame) {
