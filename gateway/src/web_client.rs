@@ -45,6 +45,7 @@ static WEB_ASSETS: &[WebAsset] = &[
     web_asset!("client", "connection.js", JAVASCRIPT),
     web_asset!("client", "conversation-state.js", JAVASCRIPT),
     web_asset!("client", "media-uploads.js", JAVASCRIPT),
+    web_asset!("client", "message-changes.js", JAVASCRIPT),
     web_asset!("client", "typing.js", JAVASCRIPT),
 ];
 
