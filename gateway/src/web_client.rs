@@ -40,6 +40,7 @@ static WEB_ASSETS: &[WebAsset] = &[
     web_asset!("app", "conversation-view.js", JAVASCRIPT),
     web_asset!("app", "new-conversation.js", JAVASCRIPT),
     web_asset!("app", "search-view.js", JAVASCRIPT),
+    web_asset!("app", "message-state-view.js", JAVASCRIPT),
     web_asset!("client", "natter-client.js", JAVASCRIPT),
     web_asset!("client", "http-api.js", JAVASCRIPT),
     web_asset!("client", "connection.js", JAVASCRIPT),
