@@ -16,6 +16,9 @@
  */
 export const Added = Object.freeze({ ADDED: 'added', DUPLICATE: 'duplicate', GAP: 'gap', REFRESHED: 'refreshed' });
 
+/** Views of messages not held that are kept for when they page in (see `viewsNotHeld`); the oldest go first. */
+const MAX_VIEWS_NOT_HELD = 200;
+
 /**
  * Whether `view` is a newer state of the same message than `held`: of two views the higher `revision` wins,
  * and a message never changed has none (it counts lowest), so an equal or older frame never undoes a change.
@@ -55,6 +58,12 @@ export class ConversationState {
     this.oldestSeq = null;
     /** Whether messages older than `oldestSeq` exist on the server (unknown counts as yes). */
     this.hasMoreBefore = true;
+    /**
+     * The newest view `message_updated` frames brought of messages not held. A page on its way may have been
+     * read before those changes, and the window does not see them again: a message paging in takes the newer.
+     * @type {Map<number, Message>}
+     */
+    this.viewsNotHeld = new Map();
     /** @type {Message|null} */
     this.lastMessage = null;
     this.unread = 0;
@@ -116,6 +125,7 @@ export class ConversationState {
     if (place === Added.GAP) return place;
     // A frame may carry a state newer than its own change (or be a resend in a sync): the view counts either way.
     const refreshed = view ? this.refresh(view) : false;
+    if (view && !this.messages.has(view.seq)) this.rememberView(view);
     if (place === Added.DUPLICATE) return refreshed ? Added.REFRESHED : Added.DUPLICATE;
     this.newestSeq = update.seq;
     return Added.ADDED;
@@ -141,8 +151,29 @@ export class ConversationState {
     return changed;
   }
 
+  /** @param {Message} view of a message not held */
+  rememberView(view) {
+    const known = this.viewsNotHeld.get(view.seq);
+    if (known && !isNewerView(view, known)) return;
+    this.viewsNotHeld.delete(view.seq);
+    this.viewsNotHeld.set(view.seq, view);
+    if (this.viewsNotHeld.size > MAX_VIEWS_NOT_HELD) this.viewsNotHeld.delete(this.viewsNotHeld.keys().next().value);
+  }
+
+  /**
+   * The newer of a message about to be held and a view a change brought earlier (which is then forgotten).
+   * @param {Message} message
+   */
+  latestView(message) {
+    const remembered = this.viewsNotHeld.get(message.seq);
+    if (!remembered) return message;
+    this.viewsNotHeld.delete(message.seq);
+    return isNewerView(remembered, message) ? remembered : message;
+  }
+
   /** Holds the message after `newestSeq` (the caller checked it belongs there). @param {Message} message */
   hold(message) {
+    message = this.latestView(message);
     if (!this.loaded) {
       this.oldestSeq = message.seq;
       this.hasMoreBefore = message.seq > 1;
@@ -163,7 +194,7 @@ export class ConversationState {
    * @returns {number} how many messages were added
    */
   addOlderPage(messages, hasMore) {
-    const ascending = [...messages].sort((a, b) => a.seq - b.seq);
+    const ascending = messages.map((message) => (this.messages.has(message.seq) ? message : this.latestView(message))).sort((a, b) => a.seq - b.seq);
     if (!this.loaded) {
       if (ascending.length === 0) {
         // An empty page with more before it is a long run of changes: the caller may ask again, wider.

@@ -190,3 +190,22 @@ test('a gap-filling page may start after a hole and run past the live seq; a las
   assert.deepEqual(other.addNewerPage([], false, 10), [], 'an empty last page');
   assert.equal(other.newestSeq, 9);
 });
+
+test('a change seen before its message pages in is not undone by a page read before the change', () => {
+  const state = new ConversationState('c1', 'alice');
+  state.addMessage(message(20));
+  // The page before 20 is on its way when a reaction to message 12 arrives; the page was read before it.
+  assert.equal(state.addUpdate(change(21, 12), view(12, 30, { reactions: [{ emoji: '👍', count: 1, me: false }] })), Added.ADDED);
+  state.addOlderPage([message(10), view(12, 25)], false);
+  assert.equal(state.messages.get(12).revision, 30);
+  assert.deepEqual(state.messages.get(12).reactions, [{ emoji: '👍', count: 1, me: false }]);
+  assert.equal(state.viewsNotHeld.size, 0, 'a remembered view is forgotten once its message is held');
+
+  // An empty window: the latest page arrives after a change the sync brought.
+  const fresh = new ConversationState('c1', 'alice');
+  fresh.newestSeq = 5;
+  fresh.addUpdate(change(6, 5, 'delete'), view(5, 40, { body: {}, deleted: true }));
+  fresh.addOlderPage([message(4), view(5, 33)], true);
+  assert.equal(fresh.messages.get(5).deleted, true);
+  assert.equal(fresh.lastMessage.deleted, true);
+});
