@@ -179,11 +179,11 @@ export class HttpApi {
    * @returns {Promise<SendReply>}
    */
   editMessage(conversationId, seq, clientMsgId, text) {
-    return this.request('PATCH', messagePath(conversationId, seq), { client_msg_id: clientMsgId, body: { text } });
+    return this.request('PATCH', `${messagePath(conversationId, seq)}?device=${encodeURIComponent(this.deviceId)}`, { client_msg_id: clientMsgId, body: { text } });
   }
 
   /**
-   * The HTTP twin of a `delete` frame (mine, or any in a group I own).
+   * The HTTP twin of a `delete` frame (mine, or any in a group I own); the server takes no device for it.
    * @param {string} conversationId
    * @param {number} seq
    * @param {string} clientMsgId without one every request would be a new delete, and a retry would find the message gone
@@ -203,7 +203,7 @@ export class HttpApi {
    * @returns {Promise<SendReply>}
    */
   react(conversationId, seq, clientMsgId, emoji, action = 'add') {
-    return this.request('POST', `${messagePath(conversationId, seq)}/reactions`, { client_msg_id: clientMsgId, emoji, action });
+    return this.request('POST', `${messagePath(conversationId, seq)}/reactions?device=${encodeURIComponent(this.deviceId)}`, { client_msg_id: clientMsgId, emoji, action });
   }
 
   /** @param {'read'|'delivered'} kind */

@@ -230,12 +230,22 @@ const passed = await runSteps({ alice, bob }, [
       await page.locator('li.message.deleted .tombstone', { hasText: /^message deleted$/ }).waitFor();
     }
 
+    // The HTTP twin (the library's HttpApi, as another app would use it) against the real server.
+    const reply = await bob.evaluate(async (conversationId) => {
+      const { HttpApi } = await import('/web/http-api.js');
+      const api = new HttpApi({ baseUrl: location.origin, token: localStorage.getItem('natter.token'), deviceId: 'phone' });
+      return api.react(conversationId, 1, 'http-react-1', '🎉');
+    }, plansId);
+    if (reply.seq !== 7 || reply.duplicate) throw new Error(`the reaction over HTTP answered ${JSON.stringify(reply)}`);
+    await message(alice, 'Dinner at seven?').locator('button.reaction', { hasText: /^🎉 1$/ }).waitFor();
+
     // A fresh page reads history, which skips the changes' seqs: the same state, nothing missing, no holes shown.
     await bob.reload();
     await connectionState(bob, 'online').waitFor();
     await openFromInbox(bob, 'Plans');
     await message(bob, 'Dinner at seven?').locator('.edited').waitFor();
     await message(bob, 'Dinner at seven?').locator('button.reaction', { hasText: /^👍 2$/ }).waitFor();
+    await message(bob, 'Dinner at seven?').locator('button.reaction.mine', { hasText: /^🎉 1$/ }).waitFor();
     await bob.locator('li.message.deleted .tombstone').waitFor();
     const rendered = await renderedMessages(bob);
     const expected = [{ seq: 1, text: 'Dinner at seven?' }, { seq: 5, text: 'message deleted' }];
