@@ -30,13 +30,16 @@ export class ChangeRequests {
 
   /**
    * Replaces the text of my message `seq` (within the server's edit window).
+   * @param {string} conversationId
+   * @param {number} seq
+   * @param {string} text
    * @returns {Promise<SendReply>} the ack: `seq` is the edit's own
    */
   edit(conversationId, seq, text) {
     return this.request({ type: 'edit', conversation_id: conversationId, seq, body: { text } });
   }
 
-  /** Deletes message `seq` (mine, or any in a group I own). @returns {Promise<SendReply>} */
+  /** Deletes message `seq` (mine, or any in a group I own). @param {string} conversationId @param {number} seq @returns {Promise<SendReply>} */
   delete(conversationId, seq) {
     return this.request({ type: 'delete', conversation_id: conversationId, seq });
   }
@@ -70,7 +73,10 @@ export class ChangeRequests {
     for (const { frame } of this.inFlight.values()) this.connection.send(frame);
   }
 
-  /** @returns {boolean} whether the ack was for a change */
+  /**
+   * @param {SendReply & {type: 'ack', id: string}} ack
+   * @returns {boolean} whether the ack was for a change
+   */
   receiveAck(ack) {
     const request = this.inFlight.get(ack.id);
     if (!request) return false;
@@ -80,7 +86,10 @@ export class ChangeRequests {
     return true;
   }
 
-  /** @returns {boolean} whether the error was for a change */
+  /**
+   * @param {{type: 'error', id?: string, code: string, message: string, retry_after_ms?: number}} error
+   * @returns {boolean} whether the error was for a change
+   */
   receiveError(error) {
     const request = error.id ? this.inFlight.get(error.id) : undefined;
     if (!request) return false;
