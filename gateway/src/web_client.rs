@@ -40,11 +40,14 @@ static WEB_ASSETS: &[WebAsset] = &[
     web_asset!("app", "conversation-view.js", JAVASCRIPT),
     web_asset!("app", "new-conversation.js", JAVASCRIPT),
     web_asset!("app", "search-view.js", JAVASCRIPT),
+    web_asset!("app", "message-state-view.js", JAVASCRIPT),
     web_asset!("client", "natter-client.js", JAVASCRIPT),
     web_asset!("client", "http-api.js", JAVASCRIPT),
     web_asset!("client", "connection.js", JAVASCRIPT),
     web_asset!("client", "conversation-state.js", JAVASCRIPT),
     web_asset!("client", "media-uploads.js", JAVASCRIPT),
+    web_asset!("client", "message-changes.js", JAVASCRIPT),
+    web_asset!("client", "typing.js", JAVASCRIPT),
 ];
 
 /// Strong ETags (the SHA-256 of each asset, quoted), in `WEB_ASSETS` order, computed once.

@@ -1,7 +1,8 @@
-// One open conversation: messages that page in as you scroll up, optimistic sends with their delivery state, typing, presence, image upload.
+// One open conversation: messages that page in as you scroll up, optimistic sends with their delivery state, edits/deletes/reactions, typing, presence, image upload.
 
 import { MediaRejectedError } from './natter-client.js';
 import { byId, conversationName, describePresence, directPartner, element, formatTime } from './dom.js';
+import { renderMessageState } from './message-state-view.js';
 
 /** Within this many pixels of the top, older messages load; of the bottom, new ones keep the view pinned. */
 const LOAD_OLDER_THRESHOLD_PX = 120;
@@ -39,6 +40,18 @@ export class ConversationView {
     this.attachInput = /** @type {HTMLInputElement} */ (byId('attach-input'));
     this.uploadStatus = byId('upload-status');
     this.loadOlderButton = byId('load-older');
+    /** @type {import('./message-state-view.js').MessageActions} */
+    this.messageActions = {
+      me: client.me,
+      react: (seq, emoji) => this.change(client.changes.react(this.conversationId, seq, emoji), 'react'),
+      edit: (message) => {
+        const text = prompt('Edit your message', message.body.text ?? '')?.trim();
+        if (text && text !== message.body.text) this.change(client.changes.edit(message.conversation_id, message.seq, text), 'edit');
+      },
+      remove: (message) => {
+        if (confirm('Delete this message for everyone?')) this.change(client.changes.delete(message.conversation_id, message.seq), 'delete');
+      },
+    };
 
     client.addEventListener('conversation', (event) => {
       if (event.detail.id === this.conversationId) this.render();
@@ -218,6 +231,16 @@ export class ConversationView {
     this.input.focus();
   }
 
+  /** Waits for a change's ack; the change itself shows when its `message_updated` frame arrives. */
+  async change(acknowledged, what) {
+    try {
+      await acknowledged;
+    } catch (error) {
+      this.uploadStatus.classList.add('error');
+      this.uploadStatus.textContent = `Could not ${what}: ${error.message}`;
+    }
+  }
+
   /** @param {File} file */
   async sendFile(file) {
     const conversationId = this.conversationId;
@@ -287,7 +310,10 @@ export class ConversationView {
 
   updateMessage(node, item, state) {
     const message = item.kind === 'message' ? item.message : null;
-    if (message) node.dataset.seq = String(message.seq);
+    if (message) {
+      node.dataset.seq = String(message.seq);
+      renderMessageState(node, message, this.messageActions);
+    }
     const time = node.querySelector('time');
     const sentAt = message?.sent_at ?? item.pending?.created_at;
     if (time && sentAt && time.dateTime !== sentAt) {

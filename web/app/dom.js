@@ -59,6 +59,11 @@ export function directPartner(state) {
   return state.kind === 'direct' ? state.others()[0] ?? null : null;
 }
 
+/** A one-line preview of a message as it now stands. @param {import('./http-api.js').Message} message */
+export function messagePreview(message) {
+  return message.deleted ? 'Message deleted' : bodyPreview(message.body);
+}
+
 /** A one-line preview of a message body. @param {import('./http-api.js').MessageBody} body */
 export function bodyPreview(body) {
   if (body.ciphertext) return 'Encrypted message';

@@ -1,6 +1,6 @@
 // The inbox: one button per conversation, newest activity first, with presence dot, last message and unread badge.
 
-import { bodyPreview, byId, conversationName, describePresence, directPartner, element, formatTime } from './dom.js';
+import { byId, conversationName, describePresence, directPartner, element, formatTime, messagePreview } from './dom.js';
 
 export class InboxView {
   /**
@@ -43,7 +43,7 @@ export class InboxView {
     const partner = directPartner(state);
     const presence = partner ? this.client.presenceOf(partner) : undefined;
     const last = state.lastMessage;
-    const preview = last ? `${last.sender === this.client.me ? 'You' : last.sender}: ${bodyPreview(last.body)}` : 'No messages yet';
+    const preview = last ? `${last.sender === this.client.me ? 'You' : last.sender}: ${messagePreview(last)}` : 'No messages yet';
     const unreadLabel = state.unread === 1 ? '1 unread message' : `${state.unread} unread messages`;
     const presenceText = describePresence(presence);
     const button = element(

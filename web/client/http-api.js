@@ -1,4 +1,4 @@
-// The HTTP half of the Natter client protocol (PROTOCOL.md): sign-in, conversations, history, receipts, media and search.
+// The HTTP half of the Natter client protocol (PROTOCOL.md): sign-in, conversations, history, edits/deletes/reactions, receipts, media and search.
 
 /** Content types the gateway accepts for uploads (docs/protocol.md, Media); anything else goes up as octet-stream. */
 export const UPLOAD_CONTENT_TYPES = new Set([
@@ -8,8 +8,19 @@ export const UPLOAD_CONTENT_TYPES = new Set([
 
 /**
  * @typedef {{text?: string, media_id?: string, ciphertext?: string}} MessageBody
+ * @typedef {{emoji: string, count: number, me: boolean}} ReactionSummary
  * @typedef {{conversation_id: string, seq: number, client_msg_id: string, sender: string,
- *   sender_device: string, sent_at: string, body: MessageBody}} Message
+ *   sender_device: string, sent_at: string, body: MessageBody, reply_to?: number, edited_at?: string,
+ *   deleted?: boolean, deleted_at?: string, deleted_by?: string, reactions?: ReactionSummary[],
+ *   revision?: number}} Message
+ *   A message as it now stands (docs/protocol.md, "Edits, deletes and reactions"): a deleted one has body `{}`;
+ *   of two views of one message the higher `revision` is newer (absent: never changed).
+ * @typedef {{conversation_id: string, seq: number, kind: 'edit'|'delete'|'reaction', target_seq: number,
+ *   client_msg_id: string, sender: string, sender_device: string, sent_at: string, body?: MessageBody,
+ *   emoji?: string, action?: 'add'|'remove'}} MessageUpdate
+ *   An edit, delete or reaction: a log entry with its own `seq`, pointing at the message `target_seq`.
+ * @typedef {{conversation_id: string, seq: number, client_msg_id: string, sent_at: string, duplicate: boolean}} SendReply
+ *   The answer to a send or change (an `ack` frame carries the same fields); `seq` is the entry's own.
  * @typedef {{user: string, role: string}} Member
  * @typedef {{id: string, kind: 'direct'|'group', title: string|null, members: Member[], created_at: string}} Conversation
  * @typedef {{id: string, kind: 'direct'|'group', title: string|null, last_message: Message|null, unread: number}} InboxEntry
@@ -84,6 +95,11 @@ async function readAnswer(response) {
   return body;
 }
 
+/** @param {string} conversationId @param {number} seq */
+function messagePath(conversationId, seq) {
+  return `/v1/conversations/${encodeURIComponent(conversationId)}/messages/${seq}`;
+}
+
 export class HttpApi {
   /**
    * @param {{baseUrl: string, token: string, deviceId: string, fetch?: typeof fetch}} options
@@ -144,7 +160,7 @@ export class HttpApi {
    * One page of history, ascending by seq: the latest page, or the page before/after a seq.
    * @param {string} conversationId
    * @param {{before?: number, after?: number, limit?: number}} [page]
-   * @returns {Promise<{messages: Message[], has_more: boolean}>}
+   * @returns {Promise<{messages: Message[], has_more: boolean, updates?: MessageUpdate[]}>} `updates`: encrypted conversations only, the changes the server could not fold
    */
   history(conversationId, { before, after, limit } = {}) {
     const query = new URLSearchParams();
@@ -152,6 +168,42 @@ export class HttpApi {
     if (after !== undefined) query.set('after', String(after));
     if (limit !== undefined) query.set('limit', String(limit));
     return this.request('GET', `/v1/conversations/${encodeURIComponent(conversationId)}/messages?${query}`);
+  }
+
+  /**
+   * The HTTP twin of an `edit` frame: replaces the text of my message `seq`.
+   * @param {string} conversationId
+   * @param {number} seq
+   * @param {string} clientMsgId the same on a retry, so the edit is stored once
+   * @param {string} text
+   * @returns {Promise<SendReply>}
+   */
+  editMessage(conversationId, seq, clientMsgId, text) {
+    return this.request('PATCH', `${messagePath(conversationId, seq)}?device=${encodeURIComponent(this.deviceId)}`, { client_msg_id: clientMsgId, body: { text } });
+  }
+
+  /**
+   * The HTTP twin of a `delete` frame (mine, or any in a group I own); the server takes no device for it.
+   * @param {string} conversationId
+   * @param {number} seq
+   * @param {string} clientMsgId without one every request would be a new delete, and a retry would find the message gone
+   * @returns {Promise<SendReply>}
+   */
+  deleteMessage(conversationId, seq, clientMsgId) {
+    return this.request('DELETE', `${messagePath(conversationId, seq)}?client_msg_id=${encodeURIComponent(clientMsgId)}`);
+  }
+
+  /**
+   * The HTTP twin of a `react` frame.
+   * @param {string} conversationId
+   * @param {number} seq
+   * @param {string} clientMsgId
+   * @param {string} emoji
+   * @param {'add'|'remove'} [action]
+   * @returns {Promise<SendReply>}
+   */
+  react(conversationId, seq, clientMsgId, emoji, action = 'add') {
+    return this.request('POST', `${messagePath(conversationId, seq)}/reactions?device=${encodeURIComponent(this.deviceId)}`, { client_msg_id: clientMsgId, emoji, action });
   }
 
   /** @param {'read'|'delivered'} kind */

@@ -1,9 +1,11 @@
-// A small client for Natter's protocol (PROTOCOL.md): resumable sync, optimistic sends, receipts, typing, presence, history, media and search, as events an app renders from.
+// A small client for Natter's protocol (PROTOCOL.md): resumable sync, optimistic sends, edits/deletes/reactions, receipts, typing, presence, history, media and search, as events an app renders from.
 
 import { HttpApi, NatterApiError, userOfToken } from './http-api.js';
 import { Connection } from './connection.js';
 import { Added, ConversationState } from './conversation-state.js';
 import { MediaUploads } from './media-uploads.js';
+import { ChangeRequests } from './message-changes.js';
+import { Typing } from './typing.js';
 
 export { HttpApi, NatterApiError, requestDevToken, userOfToken } from './http-api.js';
 export { Connection } from './connection.js';
@@ -14,11 +16,8 @@ export { MediaRejectedError } from './media-uploads.js';
 const DEFAULT_PAGE_SIZE = 30;
 /** Unread messages a conversation's first sync fetches ahead; the rest page in from history. */
 const UNREAD_PREFETCH = 100;
-/** The server's largest page, used to fill a gap in as few requests as possible. */
-const GAP_FILL_PAGE_SIZE = 200;
-/** The server forwards typing at most every 2 s; an indicator outlives that so it does not flicker. */
-const TYPING_SHOWN_MS = 3500;
-const TYPING_SEND_INTERVAL_MS = 2000;
+/** The server's largest page: fills a gap in as few requests as possible, and pages past a long run of changes. */
+const MAX_PAGE_SIZE = 200;
 
 /** An id matching `[A-Za-z0-9_-]{1,64}`; `crypto.randomUUID` is missing outside secure contexts. */
 export function randomId() {
@@ -28,7 +27,7 @@ export function randomId() {
 
 /**
  * Events: `connection` {state: 'connecting'|'syncing'|'online'|'offline'|'stopped', retryInMs?},
- * `conversations` (the inbox changed), `conversation` {id}, `typing` {conversationId},
+ * `conversations` (the inbox changed), `conversation` {id, update?} (`update`: an edit, delete or reaction), `typing` {conversationId},
  * `presence` {user}, `media` {media_id, status, reason?}, `problem` {message}, `auth-failed`.
  */
 export class NatterClient extends EventTarget {
@@ -49,12 +48,15 @@ export class NatterClient extends EventTarget {
     this.conversations = new Map();
     /** @type {Map<string, {status: 'online'|'offline', lastSeen: string|null}>} */
     this.presence = new Map();
-    /** @type {Map<string, Map<string, ReturnType<typeof setTimeout>>>} conversation → typing user → expiry */
-    this.typing = new Map();
-    this.lastTypingSent = new Map();
+    this.typing = new Typing({ me: this.me, connection: this.connection, onChange: (conversationId) => this.emit('typing', { conversationId }) });
     /** @type {Map<string, {conversationId: string, clientMsgId: string}>} send frame id → the send */
     this.sendsInFlight = new Map();
     this.media = new MediaUploads(this.api);
+    /** Edits, deletes and reactions: `changes.edit`, `changes.delete`, `changes.react` resolve with the ack. */
+    this.changes = new ChangeRequests({
+      connection: this.connection, isSynced: () => this.synced, nextFrameId: () => `change-${this.nextFrameNumber++}`, newClientMsgId: randomId,
+      heldMessage: (conversationId, seq) => this.conversations.get(conversationId)?.messages.get(seq),
+    });
     this.olderPageLoads = new Map();
     /** Frames are handled one at a time, in arrival order, even when one needs an HTTP round trip. */
     this.frameQueue = Promise.resolve();
@@ -116,28 +118,12 @@ export class NatterClient extends EventTarget {
 
   /** @returns {string[]} users typing in the conversation right now */
   typingUsers(conversationId) {
-    return [...(this.typing.get(conversationId)?.keys() ?? [])];
+    return this.typing.users(conversationId);
   }
 
   async refreshInbox() {
     const entries = await this.api.inbox();
-    for (const entry of entries) {
-      const state = this.ensureConversation(entry.id);
-      state.kind = entry.kind;
-      state.title = entry.title;
-      state.unread = this.isBeingRead(entry.id) ? 0 : entry.unread;
-      const last = entry.last_message;
-      if (!last) continue;
-      state.unreadCountedThrough = Math.max(state.unreadCountedThrough, last.seq);
-      // While messages are held, the live stream owns the window; the inbox only places empty ones.
-      if (!state.loaded) {
-        // The sync cursor stops short of the unread messages: they arrive at once, and the server
-        // records them as delivered to this device, which is what the sender's "delivered" means.
-        const cursor = Math.max(0, last.seq - Math.min(entry.unread, UNREAD_PREFETCH));
-        if (cursor > state.newestSeq) state.newestSeq = cursor;
-        if (!state.lastMessage || last.seq > state.lastMessage.seq) state.lastMessage = last;
-      }
-    }
+    for (const entry of entries) this.ensureConversation(entry.id).applyInboxEntry(entry, this.isBeingRead(entry.id), UNREAD_PREFETCH);
     this.emit('conversations');
     await Promise.all([...this.conversations.values()].filter((state) => state.members === null).map((state) => this.loadDetails(state)));
   }
@@ -197,10 +183,17 @@ export class NatterClient extends EventTarget {
     const load = (async () => {
       if (state.loaded && !state.hasMoreBefore) return 0;
       const heldBefore = state.messages.size;
-      const page = state.loaded
-        ? await this.api.history(conversationId, { before: state.oldestSeq, limit: this.pageSize })
-        : await this.api.history(conversationId, { limit: this.pageSize });
-      state.addOlderPage(page.messages, page.has_more);
+      // Asked at call time: a live message may have started the window while the latest page was on its way.
+      const older = (limit) => this.api.history(conversationId, state.loaded ? { before: state.oldestSeq, limit } : { limit });
+      let page = await older(this.pageSize);
+      if (state.addOlderPage(page.messages, page.has_more) === 0 && page.has_more) {
+        // The server reads past changes only so far: a longer run of them gets the largest page once more.
+        page = await older(MAX_PAGE_SIZE);
+        if (state.addOlderPage(page.messages, page.has_more) === 0 && page.has_more) {
+          state.hasMoreBefore = false;
+          this.problem(`older messages of ${conversationId} are behind more changes than one page reads past`);
+        }
+      }
       this.emit('conversation', { id: conversationId });
       if (this.isBeingRead(conversationId)) this.markRead(conversationId);
       return state.messages.size - heldBefore;
@@ -269,9 +262,7 @@ export class NatterClient extends EventTarget {
 
   /** Call on every keystroke: at most one `typing` frame per conversation per 2 s goes out. */
   sendTyping(conversationId) {
-    const now = Date.now();
-    if (now - (this.lastTypingSent.get(conversationId) ?? 0) < TYPING_SEND_INTERVAL_MS) return;
-    if (this.connection.send({ type: 'typing', conversation_id: conversationId })) this.lastTypingSent.set(conversationId, now);
+    this.typing.send(conversationId);
   }
 
   /** @returns {Promise<{hits: import('./http-api.js').SearchHit[], next_cursor?: string}>} */
@@ -318,6 +309,8 @@ export class NatterClient extends EventTarget {
     switch (frame.type) {
       case 'message':
         return this.receiveMessage(frame.message);
+      case 'message_updated':
+        return this.receiveUpdate(frame.update, frame.message);
       case 'ack':
         return this.receiveAck(frame);
       case 'synced':
@@ -325,7 +318,7 @@ export class NatterClient extends EventTarget {
       case 'error':
         return this.receiveError(frame);
       case 'typing':
-        return this.receiveTyping(frame);
+        return this.typing.receive(frame);
       case 'receipt':
         return this.receiveReceipt(frame);
       case 'presence':
@@ -349,22 +342,45 @@ export class NatterClient extends EventTarget {
       outcome = state.addMessage(message);
     }
     if (outcome === Added.ADDED) this.afterNewMessage(state, message);
+    else if (outcome === Added.REFRESHED) this.emit('conversation', { id: state.id });
   }
 
-  /** Fetches the messages between the window's newest and `seq` (exclusive), in order. */
+  /**
+   * An edit, delete or reaction: its seq is accounted for in order like a message's (a jump is a gap filled
+   * first), and the message it changed is shown as it now stands. It is no new message: no unread, no typing
+   * cleared, the inbox keeps its last message (showing that message's new state if it is the one changed).
+   * @param {import('./http-api.js').MessageUpdate} update
+   * @param {import('./http-api.js').Message} [view]
+   */
+  async receiveUpdate(update, view) {
+    const state = this.conversations.get(update.conversation_id);
+    // A change needs a message before it: the conversation is known here unless the inbox has yet to list it.
+    if (!state) return;
+    let outcome = state.addUpdate(update, view);
+    if (outcome === Added.GAP) {
+      await this.fillGap(state, update.seq);
+      outcome = state.addUpdate(update, view);
+    }
+    if (outcome === Added.DUPLICATE || outcome === Added.GAP) return;
+    // Read past it while shown: the server's unread count counts changes too (docs/protocol.md, known limits).
+    if (outcome === Added.ADDED && this.isBeingRead(state.id)) this.markRead(state.id);
+    this.emit('conversation', { id: state.id, update });
+    if (state.lastMessage?.seq === update.target_seq) this.emit('conversations');
+  }
+
+  /** Fetches the messages between the window's newest and `seq` (exclusive), in order; the seqs skipped are changes. */
   async fillGap(state, seq) {
     while (state.newestSeq < seq - 1) {
-      const page = await this.api.history(state.id, { after: state.newestSeq, limit: Math.min(GAP_FILL_PAGE_SIZE, seq - 1 - state.newestSeq) });
-      for (const message of page.messages) {
-        if (state.addMessage(message) === Added.ADDED) this.afterNewMessage(state, message);
-      }
-      if (page.messages.length === 0 || !page.has_more) break;
+      const accountedBefore = state.newestSeq;
+      const page = await this.api.history(state.id, { after: state.newestSeq, limit: Math.min(MAX_PAGE_SIZE, seq - 1 - state.newestSeq) });
+      for (const message of state.addNewerPage(page.messages, page.has_more, seq)) this.afterNewMessage(state, message);
+      if (state.newestSeq === accountedBefore) break;
     }
   }
 
   afterNewMessage(state, message) {
     if (message.sender !== this.me) {
-      this.clearTyping(state.id, message.sender);
+      this.typing.clear(state.id, message.sender);
       if (this.isBeingRead(state.id)) this.markRead(state.id);
       else if (message.seq > state.unreadCountedThrough) state.unread += 1;
     } else {
@@ -376,6 +392,7 @@ export class NatterClient extends EventTarget {
   }
 
   receiveAck(frame) {
+    if (this.changes.receiveAck(frame)) return;
     this.sendsInFlight.delete(frame.id);
     this.conversations.get(frame.conversation_id)?.acknowledge(frame.client_msg_id, frame.seq);
     this.emit('conversation', { id: frame.conversation_id });
@@ -391,6 +408,7 @@ export class NatterClient extends EventTarget {
     for (const state of this.conversations.values()) {
       for (const pending of state.pending.values()) if (pending.state === 'sending') this.writeSend(state.id, pending.client_msg_id);
     }
+    this.changes.resendAll();
     // Conversations that began while this device was away are not in a sync; the inbox names them.
     this.refreshInbox().catch((error) => this.problem(`could not refresh the inbox: ${error.message}`));
   }
@@ -409,6 +427,7 @@ export class NatterClient extends EventTarget {
       }
       return;
     }
+    if (this.changes.receiveError(frame)) return;
     const send = frame.id ? this.sendsInFlight.get(frame.id) : undefined;
     if (!send) {
       this.problem(frame.message);
@@ -423,33 +442,13 @@ export class NatterClient extends EventTarget {
     this.emit('conversation', { id: send.conversationId });
   }
 
-  receiveTyping(frame) {
-    if (frame.user === this.me) return;
-    const typists = this.typing.get(frame.conversation_id) ?? new Map();
-    this.typing.set(frame.conversation_id, typists);
-    clearTimeout(typists.get(frame.user));
-    typists.set(frame.user, setTimeout(() => this.clearTyping(frame.conversation_id, frame.user), TYPING_SHOWN_MS));
-    this.emit('typing', { conversationId: frame.conversation_id });
-  }
-
-  clearTyping(conversationId, user) {
-    const typists = this.typing.get(conversationId);
-    if (!typists?.has(user)) return;
-    clearTimeout(typists.get(user));
-    typists.delete(user);
-    this.emit('typing', { conversationId });
-  }
-
   receiveReceipt(frame) {
     const state = this.conversations.get(frame.conversation_id);
     if (!state) return;
     state.noteReceipt(frame.user, frame.kind, frame.seq);
     if (frame.user === this.me && frame.kind === 'read') {
       // Read on another of my devices: clear what it covers here too.
-      state.readSent = Math.max(state.readSent, frame.seq);
-      if (frame.seq >= state.newestSeq) state.unread = 0;
-      else if (state.loaded && frame.seq >= state.oldestSeq) state.unread = state.countFromOthersAfter(frame.seq);
-      else state.unread = Math.min(state.unread, state.newestSeq - frame.seq);
+      state.readElsewhere(frame.seq);
       this.emit('conversations');
     }
     this.emit('conversation', { id: frame.conversation_id });

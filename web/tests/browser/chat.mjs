@@ -1,4 +1,4 @@
-// Browser test of the web client: alice (desktop) and bob (phone-sized) chat in two Chromium contexts — messages, typing, receipts, presence, images, search, groups, history, and a gateway restart.
+// Browser test of the web client: alice (desktop) and bob (phone-sized) chat in two Chromium contexts — messages, typing, receipts, presence, images, search, groups, history, edits/reactions/deletes, and a gateway restart.
 // Run by e2e/tests/e2e/web_client.rs, which starts the servers, passes NATTER_URL and answers `natter-test:` requests.
 
 import { EICAR, askTestHarness, eventually, launchBrowser, pngImage, runSteps } from './harness.mjs';
@@ -199,6 +199,57 @@ const passed = await runSteps({ alice, bob }, [
     await carol.locator('#signed-in-as', { hasText: 'Signed in as carol' }).waitFor();
     await inboxItem(carol, 'Weekend trip').locator('.unread-badge', { hasText: /^1$/ }).waitFor();
     await carol.context().close();
+  }],
+  ['alice edits, reacts and deletes; bob sees the edited text, the reaction count and the tombstone, also after a reload', async () => {
+    // A group of their own: its log gets holes (changes have seqs), which the direct chat's gapless checks below must not see.
+    const plansId = await createGroupViaApi(alice, 'Plans', ['bob']);
+    await postViaApi(alice, plansId, 'plans-1', 'Dinner at eight?');
+    await openFromInbox(alice, 'Plans');
+    await openFromInbox(bob, 'Plans');
+    await message(bob, 'Dinner at eight?').waitFor();
+
+    alice.once('dialog', (dialog) => dialog.accept('Dinner at seven?'));
+    await message(alice, 'Dinner at eight?').getByRole('button', { name: 'Edit message' }).click();
+    const edited = message(bob, 'Dinner at seven?');
+    await edited.locator('.edited', { hasText: '(edited)' }).waitFor();
+    await message(alice, 'Dinner at seven?').locator('.edited').waitFor();
+
+    await edited.getByRole('button', { name: 'React with 👍' }).click();
+    const aliceChip = message(alice, 'Dinner at seven?').locator('button.reaction');
+    await aliceChip.filter({ hasText: /^👍 1$/ }).waitFor();
+    if ((await aliceChip.getAttribute('aria-pressed')) !== 'false') throw new Error('alice\'s chip says she reacted before she did');
+    await aliceChip.click();
+    for (const page of [alice, bob]) await message(page, 'Dinner at seven?').locator('button.reaction.mine[aria-pressed="true"]', { hasText: /^👍 2$/ }).waitFor();
+
+    await send(alice, 'Actually, let us skip it');
+    await message(bob, 'Actually, let us skip it').waitFor();
+    alice.once('dialog', (dialog) => dialog.accept());
+    await message(alice, 'Actually, let us skip it').getByRole('button', { name: 'Delete message' }).click();
+    for (const page of [alice, bob]) {
+      await eventually('the deleted text is gone', async () => (await message(page, 'Actually, let us skip it').count()) === 0);
+      await page.locator('li.message.deleted .tombstone', { hasText: /^message deleted$/ }).waitFor();
+    }
+
+    // The HTTP twin (the library's HttpApi, as another app would use it) against the real server.
+    const reply = await bob.evaluate(async (conversationId) => {
+      const { HttpApi } = await import('/web/http-api.js');
+      const api = new HttpApi({ baseUrl: location.origin, token: localStorage.getItem('natter.token'), deviceId: 'phone' });
+      return api.react(conversationId, 1, 'http-react-1', '🎉');
+    }, plansId);
+    if (reply.seq !== 7 || reply.duplicate) throw new Error(`the reaction over HTTP answered ${JSON.stringify(reply)}`);
+    await message(alice, 'Dinner at seven?').locator('button.reaction', { hasText: /^🎉 1$/ }).waitFor();
+
+    // A fresh page reads history, which skips the changes' seqs: the same state, nothing missing, no holes shown.
+    await bob.reload();
+    await connectionState(bob, 'online').waitFor();
+    await openFromInbox(bob, 'Plans');
+    await message(bob, 'Dinner at seven?').locator('.edited').waitFor();
+    await message(bob, 'Dinner at seven?').locator('button.reaction', { hasText: /^👍 2$/ }).waitFor();
+    await message(bob, 'Dinner at seven?').locator('button.reaction.mine', { hasText: /^🎉 1$/ }).waitFor();
+    await bob.locator('li.message.deleted .tombstone').waitFor();
+    const rendered = await renderedMessages(bob);
+    const expected = [{ seq: 1, text: 'Dinner at seven?' }, { seq: 5, text: 'message deleted' }];
+    if (JSON.stringify(rendered) !== JSON.stringify(expected)) throw new Error(`after a reload bob sees ${JSON.stringify(rendered)}`);
   }],
   ['the gateway restarts: an offline send and a message from elsewhere arrive once, in order', async () => {
     await openFromInbox(bob, 'alice');

@@ -162,3 +162,138 @@ test('a sync refused for a conversation we left drops it and syncs again without
   assert.equal(client.conversation('left'), undefined);
   client.stop();
 });
+
+const update = (seq, target, kind, sender = 'bob', extra = {}) => ({
+  conversation_id: 'c1', seq, kind, target_seq: target, client_msg_id: `u${seq}`, sender, sender_device: 'd', sent_at: '2026-01-01T00:00:02Z', ...extra,
+});
+const members = { id: 'c1', kind: 'direct', title: null, members: [{ user: 'alice', role: 'member' }, { user: 'bob', role: 'member' }], created_at: '2026-01-01T00:00:00Z' };
+
+/** A client signed in as alice whose inbox lists c1 with `lastMessage`, synced on its first socket. */
+async function syncedClient(routes, requests, { lastMessage = message(2), unread = 0 } = {}) {
+  FakeSocket.all = [];
+  const client = new NatterClient({
+    baseUrl: 'http://gateway.test', token, deviceId: 'laptop', WebSocket: FakeSocket, backoff: { initialMs: 1, maxMs: 2 },
+    fetch: scriptedFetch((request) => {
+      if (request === 'GET /v1/conversations') return { conversations: [{ id: 'c1', kind: 'direct', title: null, last_message: lastMessage, unread }] };
+      if (request === 'GET /v1/conversations/c1') return members;
+      return routes(request);
+    }, requests),
+  });
+  await client.start();
+  const socket = FakeSocket.all[0];
+  socket.accept();
+  return { client, socket, sync: socket.sent[0] };
+}
+
+test('message_updated: in seq order with messages, gaps filled through holes, newest revision shown, no unread', async () => {
+  const requests = [];
+  const { client, socket, sync } = await syncedClient((request) => {
+    // Seqs 6 and 7 are changes: the page after 5 skips them and, reading past them, also returns 8.
+    if (request === 'GET /v1/conversations/c1/messages?after=5&limit=3') return { messages: [message(8)], has_more: false };
+    return undefined;
+  }, requests);
+  assert.deepEqual(sync.cursors, { c1: 2 });
+  socket.receive({ type: 'synced', id: sync.id, cursors: { c1: 2 } });
+  // After `synced` the inbox is read again (it sets the unread count): live frames come after that here.
+  await until('the inbox is read again', () => requests.filter((request) => request === 'GET /v1/conversations').length === 2);
+  await until('synced', () => client.connectionState === 'online');
+  for (const seq of [3, 4]) socket.receive({ type: 'message', message: message(seq) });
+  const edited = { ...message(3), body: { text: 'text 3, fixed' }, edited_at: '2026-01-01T00:00:02Z', revision: 11 };
+  socket.receive({ type: 'message_updated', update: update(5, 3, 'edit', 'bob', { body: { text: 'text 3, fixed' } }), message: edited });
+  const state = client.conversation('c1');
+  await until('the edit is taken', () => state.newestSeq === 5);
+  const events = [];
+  client.addEventListener('conversation', (event) => events.push(event.detail));
+  assert.equal(state.newestSeq, 5, 'the change is the sync cursor now');
+  assert.equal(state.messages.get(3).body.text, 'text 3, fixed');
+  assert.equal(state.unread, 2, 'two new messages from bob; his edit is not one');
+  assert.equal(state.lastMessage.seq, 4, 'an edit of an older message is not the last message');
+
+  // A reaction at 9 after a jump: 6..8 are filled first (8 is a message, 6 and 7 are changes the page skips).
+  const reacted = { ...message(4), reactions: [{ emoji: '👍', count: 1, me: false }], revision: 14 };
+  socket.receive({ type: 'message_updated', update: update(9, 4, 'reaction', 'bob', { emoji: '👍', action: 'add' }), message: reacted });
+  await until('the gap is filled', () => state.newestSeq === 9);
+  assert.ok(requests.includes('GET /v1/conversations/c1/messages?after=5&limit=3'));
+  assert.deepEqual(state.timeline().map((item) => item.message.seq), [3, 4, 8]);
+  assert.deepEqual(state.messages.get(4).reactions, [{ emoji: '👍', count: 1, me: false }]);
+  assert.equal(state.unread, 3, 'message 8 counts, the reaction does not');
+  assert.equal(state.lastMessage.seq, 8);
+  assert.ok(events.some((detail) => detail.update?.seq === 9), 'the change is announced with its update');
+
+  // A late frame carrying an older view changes nothing; deleting the last message shows its tombstone in the inbox.
+  socket.receive({ type: 'message_updated', update: update(5, 3, 'edit'), message: { ...message(3), revision: 2 } });
+  const tombstone = { ...message(8), body: {}, deleted: true, deleted_at: '2026-01-01T00:00:03Z', deleted_by: 'bob', revision: 20 };
+  socket.receive({ type: 'message_updated', update: update(10, 8, 'delete'), message: tombstone });
+  await until('the delete is taken', () => state.newestSeq === 10);
+  assert.equal(state.messages.get(3).body.text, 'text 3, fixed');
+  assert.equal(state.lastMessage.deleted, true);
+  assert.equal(state.unread, 3);
+
+  // Shown to the user, a change is read past at once (the server's unread counts entries, changes included).
+  client.setActiveConversation('c1');
+  socket.receive({ type: 'message_updated', update: update(11, 4, 'reaction', 'bob', { emoji: '🎉', action: 'add' }), message: { ...reacted, revision: 22 } });
+  await until('a read receipt for the change', () => socket.sent.some((frame) => frame.type === 'read' && frame.seq === 11));
+  assert.equal(state.unread, 0);
+  client.stop();
+});
+
+test('edits, deletes and reactions go out as frames, resolve with their ack or reject with the error, and go again after a drop', async () => {
+  const { client, socket, sync } = await syncedClient(() => undefined, [], { lastMessage: message(2) });
+  socket.receive({ type: 'message', message: { ...message(3, 'alice'), reactions: [{ emoji: '👍', count: 1, me: true }], revision: 4 } });
+  socket.receive({ type: 'synced', id: sync.id, cursors: { c1: 3 } });
+  await until('synced', () => client.connectionState === 'online');
+
+  const edited = client.changes.edit('c1', 3, 'better words');
+  const frame = socket.sent.find((sent) => sent.type === 'edit');
+  assert.deepEqual({ ...frame, id: undefined, client_msg_id: undefined }, { type: 'edit', id: undefined, conversation_id: 'c1', client_msg_id: undefined, seq: 3, body: { text: 'better words' } });
+  socket.receive({ type: 'ack', id: frame.id, conversation_id: 'c1', client_msg_id: frame.client_msg_id, seq: 4, sent_at: '2026-01-01T00:00:05Z', duplicate: false });
+  const ack = await edited;
+  assert.equal(ack.seq, 4, 'the ack names the change\'s own seq');
+  assert.equal(client.conversation('c1').pending.size, 0, 'a change is not a pending send');
+
+  const refused = client.changes.delete('c1', 2);
+  const deleteFrame = socket.sent.find((sent) => sent.type === 'delete');
+  socket.receive({ type: 'error', id: deleteFrame.id, code: 'forbidden', message: 'only the sender may delete it' });
+  await assert.rejects(refused, (error) => error.code === 'forbidden');
+
+  // The held message shows my 👍: reacting with it again is a removal, another emoji an addition.
+  const toggled = client.changes.react('c1', 3, '👍');
+  const added = client.changes.react('c1', 3, '🎉');
+  const reactFrames = socket.sent.filter((sent) => sent.type === 'react');
+  assert.deepEqual(reactFrames.map((sent) => [sent.emoji, sent.action]), [['👍', 'remove'], ['🎉', 'add']]);
+
+  socket.close(1001, 'server shutting down; reconnect');
+  await until('a second socket', () => FakeSocket.all.length === 2);
+  const second = FakeSocket.all[1];
+  second.accept();
+  second.receive({ type: 'synced', id: second.sent[0].id, cursors: { c1: 3 } });
+  await until('both reactions go again', () => second.sent.filter((sent) => sent.type === 'react').length === 2);
+  const resent = second.sent.filter((sent) => sent.type === 'react');
+  assert.deepEqual(resent.map((sent) => sent.client_msg_id), reactFrames.map((sent) => sent.client_msg_id), 'under the same client_msg_ids');
+  for (const sent of resent) second.receive({ type: 'ack', id: sent.id, conversation_id: 'c1', client_msg_id: sent.client_msg_id, seq: 9, sent_at: '2026-01-01T00:00:06Z', duplicate: true });
+  assert.equal((await toggled).duplicate, true);
+  await added;
+  assert.equal(second.sent.filter((sent) => sent.type === 'edit').length, 0, 'an answered change is not sent again');
+  client.stop();
+});
+
+test('paging back goes past holes, and a page with no message before a long run of changes is asked again wider', async () => {
+  const requests = [];
+  const { client, socket, sync } = await syncedClient((request) => {
+    if (request === 'GET /v1/conversations/c1/messages?limit=3') return { messages: [message(50), message(52), message(55)], has_more: true };
+    if (request === 'GET /v1/conversations/c1/messages?before=50&limit=3') return { messages: [], has_more: true };
+    if (request === 'GET /v1/conversations/c1/messages?before=50&limit=200') return { messages: [message(1), message(2)], has_more: false };
+    return undefined;
+  }, requests, { lastMessage: message(55) });
+  client.pageSize = 3;
+  socket.receive({ type: 'synced', id: sync.id, cursors: { c1: 55 } });
+  await until('synced', () => client.connectionState === 'online');
+  assert.equal(await client.loadOlder('c1'), 3);
+  const state = client.conversation('c1');
+  assert.equal(state.hasMoreBefore, true);
+  assert.equal(await client.loadOlder('c1'), 2);
+  assert.deepEqual(state.timeline().map((item) => item.message.seq), [1, 2, 50, 52, 55]);
+  assert.equal(state.hasMoreBefore, false);
+  assert.ok(requests.includes('GET /v1/conversations/c1/messages?before=50&limit=200'));
+  client.stop();
+});
