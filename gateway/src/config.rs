@@ -64,6 +64,8 @@ pub struct Limits {
     pub max_devices_per_user: usize,
     /// How long after sending the sender may edit a message (`NATTER_EDIT_WINDOW_SECS`).
     pub edit_window: Duration,
+    /// Members from which a group is delivered by multicast (`NATTER_MULTICAST_MIN_MEMBERS`).
+    pub multicast_min_members: usize,
 }
 
 impl Default for Limits {
@@ -80,6 +82,8 @@ impl Default for Limits {
             max_devices_per_user: 20,
             // Telegram's 48 hours: long enough to fix a typo found the next day.
             edit_window: Duration::from_secs(48 * 3600),
+            // Below a few hundred members, a publish per member costs less than every gateway's interest bookkeeping.
+            multicast_min_members: 500,
         }
     }
 }
@@ -128,6 +132,9 @@ impl GatewayConfig {
         }
         if let Some(seconds) = get("NATTER_EDIT_WINDOW_SECS") {
             config.limits.edit_window = Duration::from_secs(seconds.parse().context("NATTER_EDIT_WINDOW_SECS must be a whole number of seconds")?);
+        }
+        if let Some(count) = get("NATTER_MULTICAST_MIN_MEMBERS") {
+            config.limits.multicast_min_members = count.parse().context("NATTER_MULTICAST_MIN_MEMBERS must be a count")?;
         }
         config.redis_url = get("NATTER_REDIS_URL").map(str::to_owned);
         if let Some(seconds) = get("NATTER_HEARTBEAT_SECS") {

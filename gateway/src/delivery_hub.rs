@@ -1,4 +1,4 @@
-//! Routes `deliver.<user>` traffic to the devices connected here, in order, exactly once per device.
+//! Routes `deliver.<user>` traffic, and the user's multicast groups' (`multicast_router.rs`), to the devices connected here, in order, exactly once per device.
 //!
 //! One task per connected user owns that user's subscription and device states (a closed
 //! command enum, no shared locks); it subscribes when the first device arrives and
@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::task::TaskTracker;
 
 use crate::delivery_order::{Decision, DeviceCursors};
+use crate::multicast_router::MulticastRouter;
 use crate::outbound::{close_codes, Outbound};
 use crate::receipt_coalescer::DeliveredSink;
 
@@ -40,6 +41,10 @@ pub struct DeviceAttachment {
 
 enum UserCommand {
     Attach(DeviceAttachment),
+    /// A delivery of one of the user's multicast groups (`mcast.<conv>`), handled like one on `deliver.<user>`.
+    Multicast(async_nats::Message),
+    /// The user joined a multicast group while connected: anything appended before its subscription opened is read from the log.
+    CatchUp(Id),
     Detach(ConnectionId),
     BeginSync { connection: ConnectionId, ready: oneshot::Sender<()> },
     EndSync { connection: ConnectionId, cursors: BTreeMap<Id, u64> },
@@ -64,11 +69,33 @@ pub struct DeliveryHub {
     next_connection: AtomicU64,
     tasks: TaskTracker,
     delivered: DeliveredSink,
+    /// Set once at start (the router needs the hub, so it comes second).
+    multicast: std::sync::OnceLock<MulticastRouter>,
 }
 
 impl DeliveryHub {
     pub fn new(client: async_nats::Client, reader: LogReader, tasks: TaskTracker, delivered: DeliveredSink) -> DeliveryHub {
-        DeliveryHub { client, reader, users: tokio::sync::Mutex::new(HashMap::new()), next_connection: AtomicU64::new(1), tasks, delivered }
+        let users = tokio::sync::Mutex::new(HashMap::new());
+        DeliveryHub { client, reader, users, next_connection: AtomicU64::new(1), tasks, delivered, multicast: std::sync::OnceLock::new() }
+    }
+
+    pub fn set_multicast_router(&self, router: MulticastRouter) {
+        let _ = self.multicast.set(router);
+    }
+
+    /// After `user` joined a multicast group here: what was appended before the group's subscription
+    /// opened reached nobody here live, so the user's devices read it from the log.
+    pub async fn catch_up(&self, user: &Id, conversation: &Id) {
+        if let Some(entry) = self.users.lock().await.get(user) {
+            let _ = entry.commands.send(UserCommand::CatchUp(conversation.clone()));
+        }
+    }
+
+    /// Hands one multicast delivery to `user`'s task, if the user still has a device here.
+    pub async fn deliver_multicast(&self, user: &Id, delivery: async_nats::Message) {
+        if let Some(entry) = self.users.lock().await.get(user) {
+            let _ = entry.commands.send(UserCommand::Multicast(delivery));
+        }
     }
 
     pub fn next_connection_id(&self) -> ConnectionId {
@@ -91,6 +118,10 @@ impl DeliveryHub {
             let task = UserDeliveries { user: user.clone(), reader: self.reader.clone(), devices: HashMap::new(), delivered: self.delivered.clone() };
             self.tasks.spawn(task.run(subscriber, commands_rx));
             users.insert(user.clone(), UserEntry { commands: commands_tx, connections: 0 });
+            if let Some(router) = self.multicast.get() {
+                // The user's multicast groups are subscribed before the device is told it is connected, like `deliver.<user>`.
+                router.user_online(user).await;
+            }
         }
         let entry = users.get_mut(user).expect("inserted above");
         entry.connections += 1;
@@ -106,6 +137,9 @@ impl DeliveryHub {
         if entry.connections == 0 {
             // Dropping the sender ends the user's task, which drops (unsubscribes) its subscription.
             users.remove(user);
+            if let Some(router) = self.multicast.get() {
+                router.user_offline(user);
+            }
         }
     }
 
@@ -195,6 +229,8 @@ impl UserDeliveries {
                 let device = DeviceState { attachment, cursors: DeviceCursors::default(), held, connected_at: time::OffsetDateTime::now_utc() };
                 self.devices.insert(device.attachment.connection, device);
             }
+            UserCommand::Multicast(delivery) => self.deliver(delivery).await,
+            UserCommand::CatchUp(conversation) => self.catch_up(conversation).await,
             UserCommand::Detach(connection) => {
                 self.devices.remove(&connection);
             }
@@ -245,6 +281,35 @@ impl UserDeliveries {
             if let Some(device) = self.devices.remove(&connection) {
                 let _ = device.attachment.control.try_send(Outbound::Close { code: close_codes::TRY_AGAIN_LATER, reason: reason.to_owned() });
             }
+        }
+    }
+
+    /// Offers the conversation's last entry, as if delivered now, to each device that holds the
+    /// conversation or connected before it was appended: the usual ordering then fills whatever
+    /// came before it, and a device that knows nothing of it is not sent an old message.
+    async fn catch_up(&mut self, conversation: Id) {
+        let last = match self.reader.last_entry(&conversation).await {
+            Ok(Some((_, last))) => last,
+            Ok(None) => return,
+            Err(error) => {
+                // Not lost: the next delivery fills the gap, and `sync` reads the log.
+                tracing::warn!(%error, %conversation, "could not read the tail to catch a new member up");
+                return;
+            }
+        };
+        let sent_at = last.message.sent_at;
+        let Ok(mut items) = self.reader.fold(&conversation, vec![last], &self.user).await else { return };
+        let Some(item) = items.pop() else { return };
+        let sender = Id::parse(item.sender()).ok();
+        let delivery = Delivery { conversation: conversation.clone(), seq: item.seq(), sender, sent_at_micros: None, payload: Bytes::from(item.into_frame().to_json()) };
+        let connections: Vec<ConnectionId> = self
+            .devices
+            .iter()
+            .filter(|(_, device)| device.connected_at <= sent_at || device.cursors.decide(&conversation, delivery.seq) != Decision::FirstSeen)
+            .map(|(connection, _)| *connection)
+            .collect();
+        for connection in connections {
+            self.offer(connection, &delivery).await;
         }
     }
 

@@ -87,6 +87,7 @@ async fn create_conversation(
         }
         ConversationKind::Group => state.conversations.create_group(&caller, request.title, &members, request.encrypted).await?,
     };
+    flag_if_large(&state, &conversation).await?;
     Ok((StatusCode::CREATED, Json(conversation)))
 }
 
@@ -116,7 +117,19 @@ async fn add_member(
 ) -> Result<Json<Conversation>, ApiError> {
     let conversation = parse_id("conversation id", &id)?;
     let user = parse_id("user", &request.user)?;
-    Ok(Json(state.conversations.add_member(&conversation, &caller, &user).await?))
+    let conversation = state.conversations.add_member(&conversation, &caller, &user).await?;
+    flag_if_large(&state, &conversation).await?;
+    Ok(Json(conversation))
+}
+
+/// A group that reached the multicast threshold is flagged, for good: from then on the fanout
+/// publishes each delivery once, and gateways holding its members take it. Before answering, so a
+/// failed flag is retried with the (idempotent) request.
+async fn flag_if_large(state: &AppState, conversation: &Conversation) -> Result<(), ApiError> {
+    if conversation.kind == ConversationKind::Group && conversation.members.len() >= state.config.limits.multicast_min_members {
+        state.multicast_groups.flag(&parse_id("conversation id", &conversation.id)?).await?;
+    }
+    Ok(())
 }
 
 /// The owner removes a member, or a member leaves.

@@ -11,6 +11,7 @@ mod delivery_order;
 mod heartbeat;
 mod http;
 mod media_api;
+mod multicast_router;
 mod media_download;
 pub mod media_settings;
 mod media_upload;
@@ -70,6 +71,7 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
         .await
         .context("failed to provision streams and buckets")?;
     let (membership, membership_task) = MembershipCache::start(nats.clone(), &storage, shutdown.clone()).await?;
+    let (multicast_groups, multicast_groups_task) = store::MulticastGroups::start(&nats, &storage, shutdown.clone()).await?;
     let media = store::retry_at_startup("provision media storage", || store::MediaStorage::provision(nats.clone(), &config.storage)).await.context("failed to provision media storage")?;
     let push = store::retry_at_startup("provision push storage", || store::PushStorage::provision(nats.clone(), &config.storage)).await.context("failed to provision push storage")?;
     let search = store::retry_at_startup("provision search storage", || store::SearchStorage::provision(&storage, &config.storage)).await.context("failed to provision search storage")?;
@@ -105,6 +107,17 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
     };
     // The gateway creates the streams it needs; it owns no durable consumer, so only the log stream and Redis are checked.
     let readiness = telemetry::Readiness::new(nats.clone()).stream(subjects::MESSAGE_STREAM).redis(redis.clone());
+    let hub = Arc::new(DeliveryHub::new(nats.clone(), reader.clone(), delivery_tasks.clone(), delivered.clone()));
+    let router_services = multicast_router::RouterServices {
+        client: nats.clone(),
+        hub: hub.clone(),
+        groups: multicast_groups.clone(),
+        membership: membership.clone(),
+        conversations: conversations.clone(),
+        reader: reader.clone(),
+    };
+    let (router, router_task) = multicast_router::start(router_services, shutdown.clone());
+    hub.set_multicast_router(router);
     let state = AppState::new(AppServices {
         auth: Arc::new(Authenticator::new(&config.jwt)),
         media,
@@ -115,7 +128,8 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
         reader: reader.clone(),
         conversations,
         membership,
-        hub: Arc::new(DeliveryHub::new(nats.clone(), reader, delivery_tasks.clone(), delivered.clone())),
+        hub: hub.clone(),
+        multicast_groups: multicast_groups.clone(),
         receipts,
         delivered,
         nats: nats.clone(),
@@ -155,6 +169,8 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
     let _ = tokio::time::timeout(CONNECTION_CLOSE_TIMEOUT, delivery_tasks.wait()).await;
     let _ = watermark_task.await;
     let _ = membership_task.await;
+    let _ = multicast_groups_task.await;
+    let _ = router_task.await;
     nats.flush().await.context("failed to flush NATS")?;
     tracing::info!("gateway stopped");
     Ok(())

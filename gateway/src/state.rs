@@ -39,6 +39,8 @@ pub struct AppServices {
     pub conversations: Arc<Conversations>,
     pub membership: Arc<MembershipCache>,
     pub hub: Arc<DeliveryHub>,
+    /// Which groups are delivered by multicast; a group reaching `multicast_min_members` is flagged here.
+    pub multicast_groups: Arc<store::MulticastGroups>,
     pub receipts: Receipts,
     /// Coalesced delivered watermarks: receipt frames and writes.
     pub delivered: DeliveredSink,

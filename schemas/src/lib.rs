@@ -32,7 +32,7 @@ pub use push::{
 };
 pub use records::{
     decode_stored_message, encode_stored_message, ClientMsgIdRecord, ConversationKind, ConversationRecord, MemberRecord,
-    ReceiptRecord, RecordError, Role, StoredMessage,
+    MulticastRecord, ReceiptRecord, RecordError, Role, StoredMessage,
 };
 pub use rest::*;
 pub use search::*;

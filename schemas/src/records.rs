@@ -203,6 +203,14 @@ pub struct ClientMsgIdRecord {
     pub mentions: Vec<String>,
 }
 
+/// `multicast` bucket value: the group is delivered by multicast since `since` (set once, when it first reached the threshold).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MulticastRecord {
+    pub v: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub since: Timestamp,
+}
+
 /// `receipts` bucket value: how far a device (or, folded, a user) has read and received a conversation.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ReceiptRecord {
@@ -229,7 +237,7 @@ macro_rules! json_record {
     )*};
 }
 pub(crate) use json_record;
-json_record!(ConversationRecord, MemberRecord, ClientMsgIdRecord, ReceiptRecord);
+json_record!(ConversationRecord, MemberRecord, ClientMsgIdRecord, ReceiptRecord, MulticastRecord);
 
 #[cfg(test)]
 mod tests {
@@ -298,6 +306,8 @@ mod tests {
         assert_eq!(member.role, Role::Owner);
         let ack = ClientMsgIdRecord::from_bytes(&golden("msgid.v1.json")).unwrap();
         assert_eq!((ack.seq, ack.stream_seq), (3, 99));
+        let multicast = MulticastRecord::from_bytes(&golden("multicast.v1.json")).unwrap();
+        assert_eq!(multicast.since, time::macros::datetime!(2026-12-01 10:00 UTC));
         let receipt = ReceiptRecord::from_bytes(&golden("receipt.v1.json")).unwrap();
         assert_eq!((receipt.read, receipt.delivered), (5, 8));
     }

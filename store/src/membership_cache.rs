@@ -32,10 +32,17 @@ struct CacheState {
     generation: u64,
 }
 
+/// One membership change the watch saw: (conversation, user, whether the user is now a member).
+pub type MembershipChange = (Id, Id, bool);
+
+/// Changes waiting for a slow listener; one that falls behind is told it lagged.
+const CHANGES_QUEUE: usize = 4096;
+
 pub struct MembershipCache {
     client: async_nats::Client,
     members_bucket: kv::Store,
     state: Mutex<CacheState>,
+    changes: tokio::sync::broadcast::Sender<MembershipChange>,
 }
 
 impl MembershipCache {
@@ -45,10 +52,16 @@ impl MembershipCache {
         storage: &Storage,
         shutdown: CancellationToken,
     ) -> Result<(Arc<MembershipCache>, tokio::task::JoinHandle<()>), StoreError> {
-        let cache = Arc::new(MembershipCache { client, members_bucket: storage.members.clone(), state: Mutex::new(CacheState::default()) });
+        let changes = tokio::sync::broadcast::channel(CHANGES_QUEUE).0;
+        let cache = Arc::new(MembershipCache { client, members_bucket: storage.members.clone(), state: Mutex::new(CacheState::default()), changes });
         let watch = cache.members_bucket.watch_all().await.map_err(|error| from_nats("failed to watch membership", error))?;
         let task = tokio::spawn(cache.clone().apply_changes(watch, shutdown));
         Ok((cache, task))
+    }
+
+    /// Every membership change from now on, as the watch sees it (after the cache has dropped the conversation).
+    pub fn subscribe_changes(&self) -> tokio::sync::broadcast::Receiver<MembershipChange> {
+        self.changes.subscribe()
     }
 
     pub async fn members(&self, conversation: &Id) -> Result<Arc<MemberSet>, StoreError> {
@@ -113,8 +126,9 @@ impl MembershipCache {
             };
             match next {
                 Some(Ok(entry)) => {
-                    if let Some((conversation, _)) = subjects::parse_member_key(&entry.key) {
-                        self.invalidate(conversation);
+                    if let Some((conversation, user)) = subjects::parse_member_key(&entry.key) {
+                        self.invalidate(conversation.clone());
+                        let _ = self.changes.send((conversation, user, entry.operation == kv::Operation::Put));
                     }
                 }
                 Some(Err(error)) => tracing::warn!(%error, "membership watch error"),

@@ -19,6 +19,7 @@ pub struct Storage {
     pub mentions: kv::Store,
     pub client_msg_ids: kv::Store,
     pub receipts: kv::Store,
+    pub multicast: kv::Store,
 }
 
 impl Storage {
@@ -62,6 +63,7 @@ impl Storage {
             mentions: open(subjects::MENTIONS_BUCKET).await?,
             client_msg_ids: open(subjects::CLIENT_MSG_ID_BUCKET).await?,
             receipts: open(subjects::RECEIPTS_BUCKET).await?,
+            multicast: open(subjects::MULTICAST_BUCKET).await?,
             messages,
             jetstream,
         })

@@ -29,6 +29,9 @@ pub const MENTIONS_BUCKET: &str = "mentions";
 /// How long a purged mention's marker stays before the server drops it, so a user's listing shrinks back to their unread mentions.
 pub const MENTION_PURGE_MARKER_TTL: Duration = Duration::from_secs(60);
 
+/// Groups delivered by multicast: `<conv>` → since when (set once, when the group first reaches the threshold).
+pub const MULTICAST_BUCKET: &str = "multicast";
+
 /// Watermarks: read per device at `<conv>.<user>.<device>`; read and delivered folded per user at `<conv>.<user>`.
 pub const RECEIPTS_BUCKET: &str = "receipts";
 
@@ -46,6 +49,7 @@ pub const HEADER_SENT_AT_MICROS: &str = "Natter-Sent-At-Micros";
 pub const HEADER_REQUEST_ID: &str = "Natter-Request-Id";
 
 const MESSAGE_SUBJECT_PREFIX: &str = "msg.";
+const MULTICAST_SUBJECT_PREFIX: &str = "mcast.";
 const DELIVER_SUBJECT_PREFIX: &str = "deliver.";
 
 /// `msg.<conv>`: where a conversation's messages are appended.
@@ -66,6 +70,16 @@ pub fn deliver_subject(user: &Id) -> String {
 /// `deliver.*`: every user's delivery subject, for gateways' and workers' permissions.
 pub fn every_deliver_subject() -> String {
     format!("{DELIVER_SUBJECT_PREFIX}*")
+}
+
+/// `mcast.<conv>`: a large group's deliveries, published once for every gateway holding one of its members.
+pub fn multicast_subject(conversation: &Id) -> String {
+    format!("{MULTICAST_SUBJECT_PREFIX}{conversation}")
+}
+
+/// `mcast.*`: every group's multicast subject, for permissions.
+pub fn every_multicast_subject() -> String {
+    format!("{MULTICAST_SUBJECT_PREFIX}*")
 }
 
 /// `<conv>.<user>` in [`MEMBERS_BUCKET`].
@@ -268,6 +282,7 @@ pub fn bucket_configs(settings: &StorageSettings) -> Vec<kv::Config> {
         bucket(THREAD_INDEX_BUCKET, "thread index: <conversation>.<parent seq>.<reply seq> -> stream sequence", settings.message_ttl, settings),
         bucket(MESSAGE_STATE_BUCKET, "folded state: <conversation>.<seq> -> edits, delete, reactions", settings.message_ttl, settings),
         bucket(CLIENT_MSG_ID_BUCKET, "idempotency: <conversation>.<client_msg_id> -> ack", settings.message_ttl, settings),
+        bucket(MULTICAST_BUCKET, "multicast groups: <conversation> -> since", forever, settings),
         bucket(RECEIPTS_BUCKET, "watermarks: <conversation>.<user>[.<device>] -> read, delivered", forever, settings),
         mentions_bucket(settings),
     ]

@@ -291,6 +291,8 @@ pub fn permissions(role: Role) -> Permissions {
                 grants.write_bucket(bucket);
             }
             grants.write_bucket(crate::MEMBERS_BUCKET).watch_bucket(crate::MEMBERS_BUCKET).open_bucket(push::PUSH_PENDING_BUCKET);
+            // A group that grows large is flagged here; every gateway follows the flags and takes its deliveries once per gateway.
+            grants.write_bucket(crate::MULTICAST_BUCKET).watch_bucket(crate::MULTICAST_BUCKET).subscribe(crate::every_multicast_subject());
             grants
                 .write_objects(media::MEDIA_QUARANTINE_OBJECTS)
                 .read_objects(media::MEDIA_OBJECTS)
@@ -303,7 +305,11 @@ pub fn permissions(role: Role) -> Permissions {
                 .subscribe(crate::every_deliver_subject());
         }
         Role::Fanout => {
-            grants.consume(log, crate::FANOUT_CONSUMER).publish(crate::every_deliver_subject());
+            grants
+                .consume(log, crate::FANOUT_CONSUMER)
+                .publish(crate::every_deliver_subject())
+                .publish(crate::every_multicast_subject())
+                .watch_bucket(crate::MULTICAST_BUCKET);
             open_core_buckets(&mut grants);
             // A change's frame carries the changed message as it now stands: read like history, and
             // the change folded in when the gateway that appended it died before doing so.

@@ -7,7 +7,7 @@ mod readiness;
 
 pub use backlog::sample_consumer_backlog;
 pub use metrics::{
-    encode_metrics, consumer_metrics, gateway_metrics, indexer_metrics, push_metrics, store_metrics, ConsumerMetrics, GatewayMetrics,
+    encode_metrics, consumer_metrics, fanout_metrics, gateway_metrics, FanoutMetrics, FANOUT_PATHS, indexer_metrics, push_metrics, store_metrics, ConsumerMetrics, GatewayMetrics,
     IndexerMetrics, PushOutcomeMetrics, StoreMetrics, OPENMETRICS_CONTENT_TYPE,
 };
 pub use operations_server::{operations_routes, serve_operations};

@@ -46,6 +46,8 @@ pub struct GatewayMetrics {
     /// From the message's `sent_at` (stamped by the sending gateway just before its append) to the frame entering the device's socket queue.
     pub delivery_latency_seconds: Histogram,
     pub connections: Gauge,
+    /// Multicast groups this gateway takes deliveries of (it holds a member of each).
+    pub multicast_subscriptions: Gauge,
     pub connects: Counter,
     pub disconnects: Counter,
     slow_consumer_disconnects: Family<Labels, Counter>,
@@ -88,6 +90,7 @@ static GATEWAY: LazyLock<GatewayMetrics> = LazyLock::new(|| {
     let metrics = GatewayMetrics {
         delivery_latency_seconds: Histogram::new(DELIVERY_LATENCY_BUCKETS),
         connections: Gauge::default(),
+        multicast_subscriptions: Gauge::default(),
         connects: Counter::default(),
         disconnects: Counter::default(),
         slow_consumer_disconnects: Family::default(),
@@ -102,6 +105,11 @@ static GATEWAY: LazyLock<GatewayMetrics> = LazyLock::new(|| {
         );
         registry.register("natter_connections", "Open WebSocket connections on this gateway", metrics.connections.clone());
         registry.register("natter_connects", "WebSocket connections accepted", metrics.connects.clone());
+        registry.register(
+            "natter_multicast_subscriptions",
+            "Multicast groups this gateway is subscribed to because it holds one of their members",
+            metrics.multicast_subscriptions.clone(),
+        );
         registry.register("natter_disconnects", "WebSocket connections ended, for any reason", metrics.disconnects.clone());
         registry.register(
             "natter_slow_consumer_disconnects",
@@ -141,6 +149,39 @@ static STORE: LazyLock<StoreMetrics> = LazyLock::new(|| {
 
 pub fn store_metrics() -> &'static StoreMetrics {
     &STORE
+}
+
+/// The fanout's publishes: one per member (`per_user`) or one per message for a multicast group.
+pub struct FanoutMetrics {
+    publishes: Family<Labels, Counter>,
+}
+
+/// Every `path` label of `natter_fanout_publishes_total`.
+pub const FANOUT_PATHS: [&str; 2] = ["per_user", "multicast"];
+
+impl FanoutMetrics {
+    pub fn count_publishes(&self, path: &'static str, count: u64) {
+        self.publishes.get_or_create(&[("path", path)]).inc_by(count);
+    }
+
+    pub fn publishes(&self, path: &'static str) -> u64 {
+        self.publishes.get_or_create(&[("path", path)]).get()
+    }
+}
+
+static FANOUT: LazyLock<FanoutMetrics> = LazyLock::new(|| {
+    let metrics = FanoutMetrics { publishes: Family::default() };
+    for path in FANOUT_PATHS {
+        let _ = metrics.publishes.get_or_create(&[("path", path)]);
+    }
+    register_group(|registry| {
+        registry.register("natter_fanout_publishes", "Deliveries the fanout published: one per member, or one per message of a multicast group", metrics.publishes.clone());
+    });
+    metrics
+});
+
+pub fn fanout_metrics() -> &'static FanoutMetrics {
+    &FANOUT
 }
 
 /// Durable worker consumers' backlog, sampled from consumer info.

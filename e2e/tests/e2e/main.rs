@@ -13,6 +13,7 @@ mod message_changes;
 mod message_changes_elsewhere;
 mod mentions;
 mod messaging;
+mod multicast;
 mod nats_permissions;
 mod openapi;
 mod operations_dashboards;

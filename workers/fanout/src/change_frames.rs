@@ -19,6 +19,11 @@ pub(crate) struct ChangePayloads {
 }
 
 impl ChangePayloads {
+    /// The frame of everyone who does not react to the message (`me` false throughout).
+    pub(crate) fn shared(&self) -> Bytes {
+        self.shared.clone()
+    }
+
     pub(crate) fn for_user(&self, user: &Id) -> Bytes {
         self.personal.get(user).unwrap_or(&self.shared).clone()
     }

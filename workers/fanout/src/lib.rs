@@ -1,4 +1,4 @@
-//! The fanout worker: reads the conversation log through a shared durable consumer and publishes each message to `deliver.<user>` for every member.
+//! The fanout worker: reads the conversation log through a shared durable consumer and publishes each entry to `deliver.<user>` for every member, or once to `mcast.<conv>` for a multicast group.
 //!
 //! Deliveries are core NATS (the log is the truth): a message is acked only after its
 //! deliveries were handed to the connection, so a worker killed mid-stream leaves the rest
@@ -17,7 +17,7 @@ use async_nats::jetstream::message::AckKind;
 use async_nats::HeaderMap;
 use futures::StreamExt;
 use schemas::ServerFrame;
-use store::{LogReader, MembershipCache, Storage};
+use store::{LogReader, MembershipCache, MulticastGroups, Storage};
 use subjects::{Id, StorageSettings};
 use tokio_util::sync::CancellationToken;
 
@@ -26,6 +26,8 @@ const RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// How long a pulled message may stay unacked before JetStream offers it to another worker.
 const DEFAULT_ACK_WAIT: Duration = Duration::from_secs(30);
+/// A gateway sees a new flag within its KV watch's latency (milliseconds); ten seconds also covers one that is reconnecting.
+const DEFAULT_MULTICAST_GRACE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone)]
 pub struct FanoutConfig {
@@ -34,11 +36,14 @@ pub struct FanoutConfig {
     pub ack_wait: Duration,
     /// The gateways' presence Redis (`NATTER_REDIS_URL`): with it the fanout queues pushes for offline members; without it, none.
     pub redis_url: Option<String>,
+    /// How long after a group is flagged for multicast its deliveries also go per member
+    /// (`NATTER_MULTICAST_GRACE_MILLIS`): every gateway must have seen the flag and subscribed first.
+    pub multicast_grace: Duration,
 }
 
 impl Default for FanoutConfig {
     fn default() -> Self {
-        FanoutConfig { storage: StorageSettings::default(), ack_wait: DEFAULT_ACK_WAIT, redis_url: None }
+        FanoutConfig { storage: StorageSettings::default(), ack_wait: DEFAULT_ACK_WAIT, redis_url: None, multicast_grace: DEFAULT_MULTICAST_GRACE }
     }
 }
 
@@ -50,6 +55,9 @@ impl FanoutConfig {
             config.ack_wait = Duration::from_secs(seconds.parse().context("NATTER_FANOUT_ACK_WAIT_SECS must be whole seconds")?);
         }
         config.redis_url = environment.get("NATTER_REDIS_URL").filter(|value| !value.is_empty()).cloned();
+        if let Some(millis) = environment.get("NATTER_MULTICAST_GRACE_MILLIS").filter(|value| !value.is_empty()) {
+            config.multicast_grace = Duration::from_millis(millis.parse().context("NATTER_MULTICAST_GRACE_MILLIS must be whole milliseconds")?);
+        }
         anyhow::ensure!(!config.ack_wait.is_zero(), "the fanout ack wait must be at least one second");
         Ok(config)
     }
@@ -68,6 +76,7 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
         .context("failed to provision streams and buckets")?;
     let (membership, membership_task) = MembershipCache::start(nats.clone(), &storage, shutdown.clone()).await?;
     let reader = LogReader::new(storage.clone());
+    let (multicast, multicast_task) = MulticastGroups::start(&nats, &storage, shutdown.clone()).await?;
     let consumer = storage
         .messages
         .create_consumer(subjects::fanout_consumer_config(config.ack_wait))
@@ -109,13 +118,15 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
         let request_id = message.headers.as_ref().and_then(|headers| headers.get(subjects::HEADER_REQUEST_ID)).map(|id| id.as_str().to_owned());
         let span = tracing::info_span!("fanout", request_id = request_id.as_deref().unwrap_or(""), subject = %message.subject);
         // Every line logged while handling the entry, acks and retries included, names the request that appended it.
-        let handling = handle_log_entry(&nats, &membership, &reader, push.as_ref(), &message, request_id.as_deref());
+        let context = Fanout { nats: &nats, membership: &membership, reader: &reader, push: push.as_ref(), multicast: &multicast, multicast_grace: config.multicast_grace };
+        let handling = handle_log_entry(&context, &message, request_id.as_deref());
         tracing::Instrument::instrument(handling, span).await;
     }
     drop(messages);
     // Aborted, not awaited: the loop can also end without shutdown (the consumer's stream closed).
     backlog_task.abort();
     let _ = membership_task.await;
+    let _ = multicast_task.await;
     if let Some(task) = registered_users_task {
         let _ = task.await;
     }
@@ -125,15 +136,8 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
 }
 
 /// Fans one log entry out, then acks it, terminates it (unreadable) or naks it for a later retry.
-async fn handle_log_entry(
-    nats: &async_nats::Client,
-    membership: &MembershipCache,
-    reader: &LogReader,
-    push: Option<&push_enqueue::PushEnqueuer>,
-    message: &async_nats::jetstream::Message,
-    request_id: Option<&str>,
-) {
-    match fan_out(nats, membership, reader, push, message, request_id).await {
+async fn handle_log_entry(context: &Fanout<'_>, message: &async_nats::jetstream::Message, request_id: Option<&str>) {
+    match fan_out(context, message, request_id).await {
         Ok(()) => {
             if let Err(error) = message.ack().await {
                 tracing::warn!(%error, "failed to ack; the message will be redelivered");
@@ -155,18 +159,35 @@ pub(crate) enum FanoutError {
     Retry(String),
 }
 
-async fn fan_out(
-    nats: &async_nats::Client,
-    membership: &MembershipCache,
-    reader: &LogReader,
-    push: Option<&push_enqueue::PushEnqueuer>,
-    message: &async_nats::jetstream::Message,
-    request_id: Option<&str>,
-) -> Result<(), FanoutError> {
+/// What fanning one entry out needs.
+struct Fanout<'a> {
+    nats: &'a async_nats::Client,
+    membership: &'a MembershipCache,
+    reader: &'a LogReader,
+    push: Option<&'a push_enqueue::PushEnqueuer>,
+    multicast: &'a MulticastGroups,
+    multicast_grace: Duration,
+}
+
+impl Fanout<'_> {
+    /// (once to the group's multicast subject, once per member): a multicast group's first moments take both.
+    fn routes(&self, conversation: &Id) -> (bool, bool) {
+        match self.multicast.since(conversation) {
+            None => (false, true),
+            Some(since) => (true, time::OffsetDateTime::now_utc() - since < self.multicast_grace),
+        }
+    }
+
+    async fn publish(&self, subject: String, headers: &HeaderMap, payload: bytes::Bytes) -> Result<(), FanoutError> {
+        self.nats.publish_with_headers(subject, headers.clone(), payload).await.map_err(|error| FanoutError::Retry(error.to_string()))
+    }
+}
+
+async fn fan_out(context: &Fanout<'_>, message: &async_nats::jetstream::Message, request_id: Option<&str>) -> Result<(), FanoutError> {
     let stored = schemas::decode_stored_message(&message.payload).map_err(|error| FanoutError::Unreadable(error.to_string()))?;
     let conversation = Id::parse(&stored.message.conversation_id).map_err(|error| FanoutError::Unreadable(error.to_string()))?;
     let stream_seq = message.info().map_err(|error| FanoutError::Unreadable(error.to_string()))?.stream_sequence;
-    let members = membership.members(&conversation).await.map_err(|error| FanoutError::Retry(error.to_string()))?;
+    let members = context.membership.members(&conversation).await.map_err(|error| FanoutError::Retry(error.to_string()))?;
     let mut headers = HeaderMap::new();
     headers.insert(subjects::HEADER_CONVERSATION, conversation.as_str());
     headers.insert(subjects::HEADER_SEQ, stored.message.seq.to_string().as_str());
@@ -177,25 +198,38 @@ async fn fan_out(
     }
     let sent_at_micros = stored.message.sent_at.unix_timestamp_nanos() / 1_000;
     headers.insert(subjects::HEADER_SENT_AT_MICROS, sent_at_micros.to_string().as_str());
+    let (multicast, per_user) = context.routes(&conversation);
+    let metrics = telemetry::fanout_metrics();
     if stored.change.is_some() {
         // An edit, delete or reaction: `message_updated` with the message as it now stands; nobody is pushed for it.
-        let payloads = change_frames::payloads(reader, &conversation, &stored, &members).await?;
-        for user in members.keys() {
-            nats.publish_with_headers(subjects::deliver_subject(user), headers.clone(), payloads.for_user(user))
-                .await
-                .map_err(|error| FanoutError::Retry(error.to_string()))?;
+        let payloads = change_frames::payloads(context.reader, &conversation, &stored, &members).await?;
+        if multicast {
+            // Everyone's view but reactions' `me`, which each gateway sets for its own members.
+            context.publish(subjects::multicast_subject(&conversation), &headers, payloads.shared()).await?;
+            metrics.count_publishes("multicast", 1);
+        }
+        if per_user {
+            for user in members.keys() {
+                context.publish(subjects::deliver_subject(user), &headers, payloads.for_user(user)).await?;
+            }
+            metrics.count_publishes("per_user", members.len() as u64);
         }
         return Ok(());
     }
     // Pushes go after the deliveries, so connected devices never wait for them.
-    let push_message = push.map(|_| stored.message.clone());
+    let push_message = context.push.map(|_| stored.message.clone());
     let payload = bytes::Bytes::from(ServerFrame::Message { message: stored.message }.to_json());
-    for user in members.keys() {
-        nats.publish_with_headers(subjects::deliver_subject(user), headers.clone(), payload.clone())
-            .await
-            .map_err(|error| FanoutError::Retry(error.to_string()))?;
+    if multicast {
+        context.publish(subjects::multicast_subject(&conversation), &headers, payload.clone()).await?;
+        metrics.count_publishes("multicast", 1);
     }
-    if let (Some(push), Some(message)) = (push, push_message) {
+    if per_user {
+        for user in members.keys() {
+            context.publish(subjects::deliver_subject(user), &headers, payload.clone()).await?;
+        }
+        metrics.count_publishes("per_user", members.len() as u64);
+    }
+    if let (Some(push), Some(message)) = (context.push, push_message) {
         push.enqueue_for(&message, &members, request_id).await;
     }
     Ok(())
