@@ -91,9 +91,16 @@ impl DeliveryHub {
         }
     }
 
-    /// Hands one multicast delivery to `user`'s task, if the user still has a device here.
-    pub async fn deliver_multicast(&self, user: &Id, delivery: async_nats::Message) {
-        if let Some(entry) = self.users.lock().await.get(user) {
+    /// Hands one multicast delivery to each of `users` still connected here (`personal` replaces the
+    /// payload for some): one lock for the whole group, not one per member.
+    pub async fn deliver_multicast(&self, users: &[Id], delivery: &async_nats::Message, personal: &HashMap<Id, Bytes>) {
+        let entries = self.users.lock().await;
+        for user in users {
+            let Some(entry) = entries.get(user) else { continue };
+            let delivery = match personal.get(user) {
+                Some(payload) => async_nats::Message { payload: payload.clone(), ..delivery.clone() },
+                None => delivery.clone(),
+            };
             let _ = entry.commands.send(UserCommand::Multicast(delivery));
         }
     }

@@ -228,13 +228,7 @@ impl Forwarding {
         while let Some(delivery) = subscriber.next().await {
             let members = self.members.read().expect("group members lock poisoned").clone();
             let reactors = self.reactors_among(&delivery, &members).await;
-            for user in &members {
-                let delivery = match reactors.get(user) {
-                    Some(personal) => async_nats::Message { payload: personal.clone(), ..delivery.clone() },
-                    None => delivery.clone(),
-                };
-                self.hub.deliver_multicast(user, delivery).await;
-            }
+            self.hub.deliver_multicast(&members, &delivery, &reactors).await;
         }
     }
 

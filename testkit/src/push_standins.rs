@@ -179,6 +179,23 @@ pub fn fcm_service_account_json(stand_in: &StandIn, project: &str, client_email:
     .to_string()
 }
 
+/// The push worker's FCM settings for [`start_fcm`]'s stand-in (project `natter-test`).
+pub fn fcm_settings(stand_in: &StandIn, client_email: &str) -> push::providers::FcmSettings {
+    push::providers::FcmSettings { service_account_json: fcm_service_account_json(stand_in, "natter-test", client_email), base_url: stand_in.base_url.clone() }
+}
+
+/// The push worker's APNs settings for [`start_apns`]'s stand-in, signing with the fixture key.
+pub fn apns_settings(stand_in: &StandIn, key_id: &str, team_id: &str, topic: &str) -> push::providers::ApnsSettings {
+    push::providers::ApnsSettings {
+        key_pem: fixture("apns.p8"),
+        key_id: key_id.to_owned(),
+        team_id: team_id.to_owned(),
+        topic: topic.to_owned(),
+        base_url: stand_in.base_url.clone(),
+        token_renewal: push::providers::DEFAULT_APNS_TOKEN_RENEWAL,
+    }
+}
+
 async fn fcm_token(State(state): State<FcmState>, Form(form): Form<Vec<(String, String)>>) -> Response {
     let field = |name: &str| form.iter().find(|(key, _)| key == name).map(|(_, value)| value.clone()).unwrap_or_default();
     if field("grant_type") != "urn:ietf:params:oauth:grant-type:jwt-bearer" {

@@ -2,13 +2,12 @@
 
 use std::time::Duration;
 
-use push::providers::{ApnsSettings, FcmSettings, DEFAULT_APNS_TOKEN_RENEWAL};
 use reqwest::{Method, StatusCode};
 use schemas::push_providers::{ApnsPayload, FcmSendRequest};
 use schemas::{Message, ServerFrame};
 use serde_json::{json, Value};
 use subjects::Id;
-use testkit::push_standins::{self, fixture, StandIn};
+use testkit::push_standins::{self, StandIn};
 use testkit::{Api, TestSystem};
 
 const WAIT: Duration = Duration::from_secs(20);
@@ -158,18 +157,8 @@ struct StandIns {
 /// A system whose push worker talks to FCM and APNs stand-ins, with a short coalescing window.
 async fn start_with_push() -> anyhow::Result<(TestSystem, StandIns)> {
     let stand_ins = StandIns { fcm: push_standins::start_fcm(SERVICE_ACCOUNT).await?, apns: push_standins::start_apns(APNS_KEY_ID, APNS_TEAM_ID).await? };
-    let fcm = FcmSettings {
-        service_account_json: push_standins::fcm_service_account_json(&stand_ins.fcm, "natter-test", SERVICE_ACCOUNT),
-        base_url: stand_ins.fcm.base_url.clone(),
-    };
-    let apns = ApnsSettings {
-        key_pem: fixture("apns.p8"),
-        key_id: APNS_KEY_ID.to_owned(),
-        team_id: APNS_TEAM_ID.to_owned(),
-        topic: "chat.natter.app".to_owned(),
-        base_url: stand_ins.apns.base_url.clone(),
-        token_renewal: DEFAULT_APNS_TOKEN_RENEWAL,
-    };
+    let fcm = push_standins::fcm_settings(&stand_ins.fcm, SERVICE_ACCOUNT);
+    let apns = push_standins::apns_settings(&stand_ins.apns, APNS_KEY_ID, APNS_TEAM_ID, "chat.natter.app");
     // Role users: the push worker may read the mentions it counts into the notification.
     let system = TestSystem::builder()
         .with_role_users()

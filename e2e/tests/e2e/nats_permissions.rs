@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use subjects::permissions::{self, Role, example_subject, layout_streams, stream_delete_subject, stream_purge_subject};
 use testkit::role_users::{connect_as, connect_as_with, start_nats_with_role_users};
-use push::providers::FcmSettings;
+
 use reqwest::StatusCode;
 use schemas::MediaStatus;
 use serde_json::json;
@@ -53,10 +53,7 @@ async fn every_role_on_its_own_user_delivers_indexes_and_violates_nothing() -> a
 async fn media_and_push_workers_do_their_jobs_on_their_own_users() -> anyhow::Result<()> {
     const SERVICE_ACCOUNT: &str = "natter-push@natter-test.iam.gserviceaccount.com";
     let fcm_stand_in = push_standins::start_fcm(SERVICE_ACCOUNT).await?;
-    let fcm = FcmSettings {
-        service_account_json: push_standins::fcm_service_account_json(&fcm_stand_in, "natter-test", SERVICE_ACCOUNT),
-        base_url: fcm_stand_in.base_url.clone(),
-    };
+    let fcm = push_standins::fcm_settings(&fcm_stand_in, SERVICE_ACCOUNT);
     let system = TestSystem::builder()
         .with_role_users()
         .with_media()

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use push::providers::{ApnsSettings, FcmSettings, WebPushSettings, DEFAULT_APNS_TOKEN_RENEWAL};
+use push::providers::WebPushSettings;
 use push::PushWorkerConfig;
 use reqwest::StatusCode;
 use schemas::push_providers::{ApnsPayload, FcmSendRequest};
@@ -32,18 +32,8 @@ async fn start(change: impl FnOnce(&mut PushWorkerConfig)) -> anyhow::Result<(Te
         apns: push_standins::start_apns(APNS_KEY_ID, APNS_TEAM_ID).await?,
         webpush: push_standins::start_webpush().await?,
     };
-    let fcm = FcmSettings {
-        service_account_json: push_standins::fcm_service_account_json(&stand_ins.fcm, "natter-test", SERVICE_ACCOUNT),
-        base_url: stand_ins.fcm.base_url.clone(),
-    };
-    let apns = ApnsSettings {
-        key_pem: fixture("apns.p8"),
-        key_id: APNS_KEY_ID.to_owned(),
-        team_id: APNS_TEAM_ID.to_owned(),
-        topic: APNS_TOPIC.to_owned(),
-        base_url: stand_ins.apns.base_url.clone(),
-        token_renewal: DEFAULT_APNS_TOKEN_RENEWAL,
-    };
+    let fcm = push_standins::fcm_settings(&stand_ins.fcm, SERVICE_ACCOUNT);
+    let apns = push_standins::apns_settings(&stand_ins.apns, APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC);
     let webpush = WebPushSettings { vapid_key_pem: fixture("vapid.key.pem"), vapid_subject: "mailto:ops@natter.test".to_owned(), allow_http_endpoints: true };
     let system = TestSystem::builder()
         .with_push(|config| {
