@@ -313,14 +313,17 @@ impl LogReader {
         let limit = usize::try_from(limit.clamp(1, MAX_PAGE)).unwrap_or(1);
         let has_more = replies.len() > limit;
         replies.truncate(limit);
+        // The listing names the replies' seqs, so their folded states are read beside the replies.
+        let reads = join_all(replies.iter().map(|(_, stream_seq)| self.message_at(*stream_seq)));
+        let (reads, states) = tokio::join!(reads, self.states.get_many(conversation, replies.iter().map(|(reply_seq, _)| *reply_seq)));
         let mut entries = Vec::with_capacity(replies.len());
-        for read in join_all(replies.iter().map(|(_, stream_seq)| self.message_at(*stream_seq))).await {
+        for read in reads {
             if let Some(stored) = read? {
                 entries.push(stored);
             }
         }
         let messages = self
-            .fold(conversation, entries, reader)
+            .fold_with(conversation, entries, Some(states?), reader, false)
             .await?
             .into_iter()
             .filter_map(|item| match item {
