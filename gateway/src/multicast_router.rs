@@ -162,8 +162,10 @@ impl RouterTask {
         }
         if member {
             self.add(conversation.clone(), user.clone()).await;
-            // Subscribed now; whatever the group got meanwhile is in the log.
-            self.services.hub.catch_up(&user, &conversation).await;
+            // Subscribed now; whatever the group got meanwhile is in the log. Handed off, not awaited:
+            // it takes the hub's lock, which a connecting device holds while it waits for this task.
+            let hub = self.services.hub.clone();
+            tokio::spawn(async move { hub.catch_up(&user, &conversation).await });
         } else {
             self.remove(&conversation, &user);
             if let Some(groups) = self.groups_of_user.get_mut(&user) {
@@ -173,11 +175,12 @@ impl RouterTask {
     }
 
     async fn add(&mut self, conversation: Id, user: Id) {
-        if !self.groups_of_user.entry(user.clone()).or_default().insert(conversation.clone()) {
+        if self.groups_of_user.get(&user).is_some_and(|groups| groups.contains(&conversation)) {
             return;
         }
         if let Some(group) = self.subscribed.get(&conversation) {
-            group.members.write().expect("group members lock poisoned").push(user);
+            group.members.write().expect("group members lock poisoned").push(user.clone());
+            self.groups_of_user.entry(user).or_default().insert(conversation);
             return;
         }
         let subscriber = match self.services.client.subscribe(subjects::multicast_subject(&conversation)).await {
@@ -191,6 +194,7 @@ impl RouterTask {
         if let Err(error) = self.services.client.flush().await {
             tracing::warn!(%error, %conversation, "could not flush a multicast subscription");
         }
+        self.groups_of_user.entry(user.clone()).or_default().insert(conversation.clone());
         let members = Arc::new(RwLock::new(vec![user]));
         let forwarding = Forwarding { conversation: conversation.clone(), members: members.clone(), hub: self.services.hub.clone(), reader: self.services.reader.clone() };
         let forwarder = tokio::spawn(forwarding.run(subscriber));
