@@ -81,7 +81,8 @@ pub async fn run(config: GatewayConfig, listener: TcpListener, nats: async_nats:
         announce_interval: config.limits.delivered_announce_interval,
         store_interval: config.limits.delivered_store_interval,
     };
-    let (delivered, watermark_task) = receipt_coalescer::start_coalescer(receipts.clone(), membership.clone(), nats.clone(), coalescer_timing, shutdown.clone());
+    let (delivered, watermark_task) =
+        receipt_coalescer::start_coalescer(receipts.clone(), membership.clone(), multicast_groups.clone(), nats.clone(), coalescer_timing, shutdown.clone());
     let delivery_tasks = TaskTracker::new();
     let conversations = Arc::new(Conversations::new(nats.clone(), storage.clone(), membership.clone()).with_limits(config.limits.conversations));
     let redis = match &config.redis_url {

@@ -132,12 +132,13 @@ impl DeliveredSink {
 pub fn start_coalescer(
     receipts: Receipts,
     membership: Arc<MembershipCache>,
+    multicast_groups: Arc<store::MulticastGroups>,
     nats: async_nats::Client,
     timing: CoalescerTiming,
     shutdown: CancellationToken,
 ) -> (DeliveredSink, tokio::task::JoinHandle<()>) {
     let sink = DeliveredSink::default();
-    let coalescer = Coalescer { sink: sink.clone(), receipts, membership, nats, timing, announced: HashMap::new(), to_store: HashMap::new() };
+    let coalescer = Coalescer { sink: sink.clone(), receipts, membership, multicast_groups, nats, timing, announced: HashMap::new(), to_store: HashMap::new() };
     let task = tokio::spawn(coalescer.run(shutdown));
     (sink, task)
 }
@@ -148,6 +149,8 @@ struct Coalescer {
     sink: DeliveredSink,
     receipts: Receipts,
     membership: Arc<MembershipCache>,
+    /// Groups delivered by multicast: their deliveries are stored, not announced (see `announce`).
+    multicast_groups: Arc<store::MulticastGroups>,
     nats: async_nats::Client,
     timing: CoalescerTiming,
     /// The highest delivered `seq` this gateway announced per (conversation, user): announcing is
@@ -186,6 +189,12 @@ impl Coalescer {
             stored.0 = stored.0.max(noted.seq);
             if self.announced.len() >= MAX_ANNOUNCED {
                 self.announced.clear();
+            }
+            if self.multicast_groups.since(&conversation).is_some() {
+                // In a group this large every author would hear from every member within one interval
+                // (1,999 frames per message at 2,000 members), which filled authors' queues until their
+                // devices were closed as too slow (BENCHMARKS.md, large group). The watermark is still stored.
+                continue;
             }
             let announced = self.announced.entry(key).or_insert(0);
             if noted.seq > *announced {

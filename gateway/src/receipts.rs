@@ -32,15 +32,6 @@ pub enum Audience {
     Only(BTreeSet<Id>),
 }
 
-impl Audience {
-    pub(crate) fn includes(&self, member: &Id) -> bool {
-        match self {
-            Audience::Members => true,
-            Audience::Only(users) => users.contains(member),
-        }
-    }
-}
-
 /// Applies a client's `read` (WS) or `POST /v1/receipts` at once: validated, monotonic, announced.
 pub async fn apply_client_receipt(state: &AppState, user: &Id, device: &Id, conversation_id: &str, seq: u64, kind: ReceiptKind) -> Result<(), ApiError> {
     let conversation = parse_id("conversation_id", conversation_id)?;
@@ -79,8 +70,14 @@ pub(crate) async fn announce(membership: &MembershipCache, nats: &async_nats::Cl
         kind: update.kind,
         seq: update.seq,
     };
-    for member in membership.members(&update.conversation).await?.keys() {
-        if !update.audience.includes(member) || (update.kind == ReceiptKind::Delivered && *member == update.user) {
+    let members = membership.members(&update.conversation).await?;
+    let audience: Vec<&Id> = match &update.audience {
+        Audience::Members => members.keys().collect(),
+        // The few authors, each checked against the member set: walking a large group's members per update cost more than the update.
+        Audience::Only(users) => users.iter().filter(|user| members.contains_key(*user)).collect(),
+    };
+    for member in audience {
+        if update.kind == ReceiptKind::Delivered && *member == update.user {
             continue;
         }
         store::publish_event(nats, member, &frame).await?;

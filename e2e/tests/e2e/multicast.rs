@@ -112,24 +112,40 @@ async fn interest_follows_connections_and_membership() -> anyhow::Result<()> {
     bob.messages_until(&group, 1, WAIT).await?;
     assert_eq!((metrics.publishes("multicast") - multicast_before, metrics.publishes("per_user") - per_user_before), (1, 2), "per member below, once at the threshold");
 
+    // Authors hear "delivered" per member in the small group only: in a large one that would be a frame per member per message.
+    let delivered_to_alice = |conversation: &str, seq: u64| {
+        let conversation = conversation.to_owned();
+        move |frame: &ServerFrame| matches!(frame, ServerFrame::Receipt { conversation_id, kind: schemas::ReceiptKind::Delivered, seq: got, .. } if *conversation_id == conversation && *got >= seq)
+    };
+    let mut alice_phone = system.connect(0, "alice", "phone").await?;
+    alice_phone.send_text(&small, "s1b", "a receipt comes back for this").await?;
+    alice_phone.send_text(&group, "g1b", "none for this").await?;
+    bob.messages_until(&group, 2, WAIT).await?;
+    let mut frames = alice_phone.frames_until(WAIT, delivered_to_alice(&small, 2)).await?;
+    // A later announcement round: everything the first round sent arrived before it.
+    alice_phone.send_text(&small, "s1c", "and for this").await?;
+    frames.extend(alice_phone.frames_until(WAIT, delivered_to_alice(&small, 3)).await?);
+    assert!(!frames.iter().any(delivered_to_alice(&group, 1)), "no per-member delivered receipt in a multicast group: {frames:?}");
+
     // Dave joins while connected: his gateway takes the group's deliveries from then on.
     let mut dave = system.connect(0, "dave", "phone").await?;
     let (status, body) = alice.post(&format!("/v1/conversations/{group}/members"), json!({"user": "dave"})).await?;
     assert_eq!(status, StatusCode::OK, "{body}");
     // Sent at once: the gateway may not have subscribed yet, and catches dave up from the log when it does.
     alice.send_text_ok(&group, "g2", "hello dave").await?;
-    assert_eq!(seqs_of(&dave.messages_until(&group, 2, WAIT).await?), vec![2], "dave gets what is sent after he joined");
+    assert_eq!(seqs_of(&dave.messages_until(&group, 3, WAIT).await?), vec![3], "dave gets what is sent after he joined");
 
     // Bob leaves: he gets nothing more, dave still does; when the last member here goes, so does the interest.
     let (status, _) = system.api(0, "bob").request(Method::DELETE, &format!("/v1/conversations/{group}/members/bob"), None).await?;
     assert_eq!(status, StatusCode::NO_CONTENT);
     alice.send_text_ok(&group, "g3", "bob has left").await?;
-    assert_eq!(seqs_of(&dave.messages_until(&group, 3, WAIT).await?), vec![3]);
+    assert_eq!(seqs_of(&dave.messages_until(&group, 4, WAIT).await?), vec![4]);
     alice.send_text_ok(&small, "s2", "still in the small one").await?;
-    let frames = bob.frames_until(WAIT, |frame| matches!(frame, ServerFrame::Message { message } if message.conversation_id == small && message.seq == 2)).await?;
-    assert!(!frames.iter().any(|frame| matches!(frame, ServerFrame::Message { message } if message.conversation_id == group && message.seq == 3)), "bob left before seq 3");
+    let frames = bob.frames_until(WAIT, |frame| matches!(frame, ServerFrame::Message { message } if message.conversation_id == small && message.seq == 4)).await?;
+    assert!(!frames.iter().any(|frame| matches!(frame, ServerFrame::Message { message } if message.conversation_id == group && message.seq == 4)), "bob left before seq 4");
     drop(dave);
-    // One gateway in this process: the gauge is its count of groups it takes deliveries of.
+    drop(alice_phone);
+    // One gateway in this process: the gauge is its count of groups it takes deliveries of (alice and dave were the last members here).
     let subscriptions = || telemetry::gateway_metrics().multicast_subscriptions.get();
     testkit::wait_until("the gateway drops the group once nobody here is a member", WAIT, || async { subscriptions() == 0 }).await?;
     Ok(())
