@@ -105,7 +105,14 @@ impl RouterTask {
                 },
                 change = memberships.recv() => match change {
                     Ok((conversation, user, member)) => self.membership_changed(conversation, user, member).await,
-                    Err(broadcast::error::RecvError::Lagged(missed)) => tracing::warn!(missed, "membership changes missed by the multicast router"),
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        // Joins are found again from the groups' member lists; a missed leave is
+                        // harmless, since forwarding checks membership on every delivery.
+                        tracing::warn!(missed, "membership changes missed by the multicast router; re-reading its groups");
+                        for conversation in self.services.groups.all() {
+                            self.group_flagged(conversation).await;
+                        }
+                    }
                     Err(broadcast::error::RecvError::Closed) => break,
                 },
             }
@@ -196,7 +203,13 @@ impl RouterTask {
         }
         self.groups_of_user.entry(user.clone()).or_default().insert(conversation.clone());
         let members = Arc::new(RwLock::new(vec![user]));
-        let forwarding = Forwarding { conversation: conversation.clone(), members: members.clone(), hub: self.services.hub.clone(), reader: self.services.reader.clone() };
+        let forwarding = Forwarding {
+            conversation: conversation.clone(),
+            members: members.clone(),
+            hub: self.services.hub.clone(),
+            membership: self.services.membership.clone(),
+            reader: self.services.reader.clone(),
+        };
         let forwarder = tokio::spawn(forwarding.run(subscriber));
         self.subscribed.insert(conversation, GroupHere { members, forwarder });
         telemetry::gateway_metrics().multicast_subscriptions.inc();
@@ -224,13 +237,23 @@ struct Forwarding {
     conversation: Id,
     members: Arc<RwLock<Vec<Id>>>,
     hub: Arc<DeliveryHub>,
+    membership: Arc<MembershipCache>,
     reader: LogReader,
 }
 
 impl Forwarding {
     async fn run(self, mut subscriber: async_nats::Subscriber) {
         while let Some(delivery) = subscriber.next().await {
-            let members = self.members.read().expect("group members lock poisoned").clone();
+            let here = self.members.read().expect("group members lock poisoned").clone();
+            // Checked again per delivery (a cached set, invalidated by the membership watch): someone
+            // who left is never sent the group's messages, even if the router missed the leave.
+            let members: Vec<Id> = match self.membership.members(&self.conversation).await {
+                Ok(current) => here.into_iter().filter(|user| current.contains_key(user)).collect(),
+                Err(error) => {
+                    tracing::warn!(%error, conversation = %self.conversation, "membership unknown; this delivery waits for gap filling");
+                    continue;
+                }
+            };
             let reactors = self.reactors_among(&delivery, &members).await;
             self.hub.deliver_multicast(&members, &delivery, &reactors).await;
         }
