@@ -326,9 +326,16 @@ impl UserDeliveries {
             if device.held.is_some() {
                 continue;
             }
-            if let Err(disconnect) = push(device, Outbound::Text(payload.clone())) {
-                disconnect.count();
-                too_slow.push((*connection, disconnect.0));
+            match device.attachment.outbound.try_send(Outbound::Text(payload.clone())) {
+                Ok(()) => {}
+                // An event (presence, typing, a receipt) is best-effort, and a burst of them — 2,000
+                // members coming online are 1,999 presence frames for each — must not close a device
+                // that keeps up with its messages: dropped, and counted. A device that really falls
+                // behind is closed by its next message, which is never dropped.
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    telemetry::gateway_metrics().events_dropped.inc();
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => too_slow.push((*connection, "connection closed")),
             }
         }
         for (connection, reason) in too_slow {

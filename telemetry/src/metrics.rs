@@ -48,6 +48,8 @@ pub struct GatewayMetrics {
     pub connections: Gauge,
     /// Multicast groups this gateway takes deliveries of (it holds a member of each).
     pub multicast_subscriptions: Gauge,
+    /// Events (presence, typing, receipts) not queued because the device's queue was full.
+    pub events_dropped: Counter,
     pub connects: Counter,
     pub disconnects: Counter,
     slow_consumer_disconnects: Family<Labels, Counter>,
@@ -91,6 +93,7 @@ static GATEWAY: LazyLock<GatewayMetrics> = LazyLock::new(|| {
         delivery_latency_seconds: Histogram::new(DELIVERY_LATENCY_BUCKETS),
         connections: Gauge::default(),
         multicast_subscriptions: Gauge::default(),
+        events_dropped: Counter::default(),
         connects: Counter::default(),
         disconnects: Counter::default(),
         slow_consumer_disconnects: Family::default(),
@@ -105,6 +108,11 @@ static GATEWAY: LazyLock<GatewayMetrics> = LazyLock::new(|| {
         );
         registry.register("natter_connections", "Open WebSocket connections on this gateway", metrics.connections.clone());
         registry.register("natter_connects", "WebSocket connections accepted", metrics.connects.clone());
+        registry.register(
+            "natter_events_dropped",
+            "Presence, typing and receipt frames dropped because the device's queue was full (messages are never dropped)",
+            metrics.events_dropped.clone(),
+        );
         registry.register(
             "natter_multicast_subscriptions",
             "Multicast groups this gateway is subscribed to because it holds one of their members",
