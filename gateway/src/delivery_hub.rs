@@ -430,3 +430,7 @@ fn observe_delivery_latency(sent_at_micros: i64) {
     let latency_seconds = (now_micros - sent_at_micros).max(0) as f64 / 1_000_000.0;
     telemetry::gateway_metrics().delivery_latency_seconds.observe(latency_seconds);
 }
+
+#[cfg(test)]
+#[path = "delivery_hub_tests.rs"]
+mod tests;
