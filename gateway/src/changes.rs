@@ -8,13 +8,13 @@
 
 use std::net::IpAddr;
 
-use schemas::{Body, BodyError, Change, ChangeKind, ReactionAction, Role, MAX_EMOJIS_PER_MESSAGE};
+use schemas::{Body, Change, ChangeKind, ReactionAction, Role, MAX_EMOJIS_PER_MESSAGE};
 use store::{AppendOutcome, AppendRequest};
 use subjects::Id;
 
 use crate::api_error::{parse_id, ApiError};
 use crate::rate_limit::LimitedAction;
-use crate::send::require_log_reachable;
+use crate::send::{check_body, require_log_reachable};
 use crate::state::AppState;
 
 /// What the client asked to change.
@@ -92,13 +92,7 @@ pub async fn change_message(
 
 /// Checks what can be checked without storage; returns the entry's kind, body, emoji and reaction action.
 fn check_shape(state: &AppState, action: ChangeAction) -> Result<(ChangeKind, Body, Option<String>, ReactionAction), ApiError> {
-    let max_body_bytes = state.config.limits.max_body_bytes;
-    let validate = |body: &Body| {
-        body.validate(max_body_bytes).map_err(|error| match error {
-            BodyError::TooLarge { .. } => ApiError::too_large(error.to_string()),
-            other => ApiError::invalid(other.to_string()),
-        })
-    };
+    let validate = |body: &Body| check_body(state, body);
     match action {
         ChangeAction::Edit { body } => {
             validate(&body)?;

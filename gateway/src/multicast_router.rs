@@ -232,6 +232,9 @@ impl RouterTask {
     }
 }
 
+/// How a serialized `message_updated` frame begins.
+const MESSAGE_UPDATED_PREFIX: &[u8] = br#"{"type":"message_updated""#;
+
 /// One group's subscription: every delivery goes to each member connected here.
 struct Forwarding {
     conversation: Id,
@@ -261,6 +264,11 @@ impl Forwarding {
 
     /// For a change frame showing reactions: the frame each member here who reacts should get (`me` set).
     async fn reactors_among(&self, delivery: &async_nats::Message, members: &[Id]) -> HashMap<Id, bytes::Bytes> {
+        // Most deliveries are messages: decide from the frame's first bytes (`ServerFrame` is tagged
+        // by `type`, written first) rather than parse every message frame of a large group.
+        if !delivery.payload.starts_with(MESSAGE_UPDATED_PREFIX) {
+            return HashMap::new();
+        }
         let Ok(ServerFrame::MessageUpdated { update, message: Some(message) }) = serde_json::from_slice::<ServerFrame>(&delivery.payload) else {
             return HashMap::new();
         };
@@ -288,5 +296,20 @@ impl Forwarding {
             personal.insert(user.clone(), bytes::Bytes::from(frame.to_json()));
         }
         personal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_prefix_is_how_a_message_updated_frame_serializes() {
+        let entry = schemas::Message::new("c".into(), 2, "r".into(), "bob".into(), "d".into(), time::OffsetDateTime::UNIX_EPOCH, schemas::Body::default(), None);
+        let change = schemas::Change { kind: schemas::ChangeKind::Reaction, target_seq: 1, emoji: Some("👍".into()), action: schemas::ReactionAction::Add };
+        let frame = ServerFrame::MessageUpdated { update: schemas::MessageUpdate::new(&entry, &change), message: None };
+        assert!(frame.to_json().as_bytes().starts_with(MESSAGE_UPDATED_PREFIX));
+        let message = ServerFrame::Message { message: entry };
+        assert!(!message.to_json().as_bytes().starts_with(MESSAGE_UPDATED_PREFIX));
     }
 }

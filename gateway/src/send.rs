@@ -41,10 +41,7 @@ pub async fn send_message(
     let SendRequest { conversation_id, client_msg_id, body, reply_to, mentions } = request;
     let conversation = parse_id("conversation_id", conversation_id)?;
     let client_msg_id = parse_id("client_msg_id", client_msg_id)?;
-    body.validate(state.config.limits.max_body_bytes).map_err(|error| match error {
-        BodyError::TooLarge { .. } => ApiError::too_large(error.to_string()),
-        other => ApiError::invalid(other.to_string()),
-    })?;
+    check_body(state, &body)?;
     if reply_to == Some(0) {
         return Err(ApiError::invalid("reply_to is a seq: 1 or more"));
     }
@@ -80,6 +77,14 @@ pub async fn send_message(
     // user's read watermark before the ack. No receipt frame follows: the sender's other devices
     // get the message itself, which says as much.
     Ok(outcome)
+}
+
+/// A body's rules (not empty, ciphertext alone, under the size cap) as an API error: `too_large` or `invalid`.
+pub fn check_body(state: &AppState, body: &Body) -> Result<(), ApiError> {
+    body.validate(state.config.limits.max_body_bytes).map_err(|error| match error {
+        BodyError::TooLarge { .. } => ApiError::too_large(error.to_string()),
+        other => ApiError::invalid(other.to_string()),
+    })
 }
 
 /// `unavailable` at once while NATS is unreachable: an append now would wait out its whole timeout and
