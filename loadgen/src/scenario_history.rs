@@ -130,7 +130,7 @@ async fn append_one(jetstream: &jetstream::Context, conversation: &str, seq: u64
         .payload(envelope.into())
         .message_id(subjects::publish_dedupe_id(&conversation_id, &client_msg_id))
         .expected_last_subject_sequence(prev_stream_seq);
-    let ack = jetstream.send_publish(subjects::message_subject(&conversation_id), publish).await?.await.context("history: append")?;
+    let ack = jetstream.send_publish(subjects::Shard::FIRST.message_subject(&conversation_id), publish).await?.await.context("history: append")?;
     let index = jetstream.send_publish(
         subjects::kv_key_subject(subjects::MESSAGE_INDEX_BUCKET, &subjects::message_index_key(&conversation_id, seq)),
         PublishMessage::build().payload(ack.sequence.to_string().into()),

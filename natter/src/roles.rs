@@ -38,7 +38,7 @@ pub async fn run_gateway(config: &NatterConfig, shutdown: CancellationToken) -> 
 pub async fn run_fanout(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let fanout_config = fanout::FanoutConfig::from_environment(config.environment())?;
     let nats = connect_nats(config, Role::Fanout).await?;
-    let readiness = fanout::readiness(nats.clone(), fanout_config.redis_url.as_deref())?;
+    let readiness = fanout::readiness(nats.clone(), fanout_config.redis_url.as_deref(), &fanout_config.storage)?;
     let operations = serve_worker_operations(config, readiness, &shutdown).await?;
     with_operations(Box::pin(fanout::run(fanout_config, nats, shutdown.clone())), operations, shutdown).await
 }
@@ -63,7 +63,7 @@ pub async fn run_push(config: &NatterConfig, shutdown: CancellationToken) -> any
 pub async fn run_indexer(config: &NatterConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let indexer_config = indexer::IndexerConfig::from_environment(config.environment())?;
     let nats = connect_nats(config, Role::Indexer).await?;
-    let operations = serve_worker_operations(config, indexer::readiness(nats.clone()), &shutdown).await?;
+    let operations = serve_worker_operations(config, indexer::readiness(nats.clone(), &indexer_config.storage), &shutdown).await?;
     with_operations(Box::pin(indexer::run(indexer_config, nats, shutdown.clone())), operations, shutdown).await
 }
 

@@ -176,6 +176,13 @@ pub struct ConversationRecord {
     /// End-to-end encrypted: only `ciphertext` bodies are accepted. Fixed at creation; absent in older records (false).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub encrypted: bool,
+    /// The message-log shard holding the conversation (`subjects::Shard`). Fixed at creation; absent in older records (0, the original stream).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub shard: u32,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 /// `members` and `memberships` bucket value.

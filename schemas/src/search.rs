@@ -152,6 +152,9 @@ pub struct SearchStatus {
 pub struct IndexCommitPayload {
     pub v: u64,
     pub indexed_stream_seq: u64,
+    /// The stream `indexed_stream_seq` counts in; absent in older commits (`MESSAGES`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream: Option<String>,
 }
 
 /// One analyst query, written to `SEARCH_AUDIT` before it runs.

@@ -68,7 +68,7 @@ fn ms(duration: Duration) -> f64 {
 /// Appends `length` messages to `conversation`: 20 of them reply to [`PARENT`], spread over the whole log.
 async fn fill(storage: &Storage, conversation: &Id, length: u64) -> anyhow::Result<()> {
     let jetstream = &storage.jetstream;
-    let mut stream_seq = storage.messages.clone().info().await?.state.last_sequence;
+    let mut stream_seq = storage.shard(subjects::Shard::FIRST).await?.messages.clone().info().await?.state.last_sequence;
     let mut pending = Vec::with_capacity(IN_FLIGHT * 3);
     let spacing = (length - PARENT) / REPLIES;
     for seq in 1..=length {
@@ -93,7 +93,7 @@ async fn fill(storage: &Storage, conversation: &Id, length: u64) -> anyhow::Resu
         );
         let envelope = schemas::encode_stored_message(&StoredMessage::message(message, stream_seq - 1));
         let index_value: bytes::Bytes = stream_seq.to_string().into();
-        pending.push((Some(stream_seq), jetstream.publish(subjects::message_subject(conversation), envelope.into()).await?));
+        pending.push((Some(stream_seq), jetstream.publish(subjects::Shard::FIRST.message_subject(conversation), envelope.into()).await?));
         let index_key = subjects::message_index_key(conversation, seq);
         pending.push((None, jetstream.publish(subjects::kv_key_subject(subjects::MESSAGE_INDEX_BUCKET, &index_key), index_value.clone()).await?));
         if let Some(parent) = reply_to {

@@ -1,7 +1,6 @@
 //! Direct and group conversations and their members, kept both ways in KV (conversation → members, user → conversations).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use schemas::{Conversation, ConversationKind, ConversationRecord, Member, MemberRecord, Role};
 use futures::{StreamExt, TryStreamExt};
@@ -16,8 +15,6 @@ use crate::{MembershipCache, Storage};
 const MAX_TITLE_CHARS: usize = 200;
 /// Members named when a group is created, beyond the owner.
 const MAX_INITIAL_MEMBERS: usize = 1_000;
-/// Beyond this many remembered encryption flags the memory starts over; a miss costs one read.
-const MAX_REMEMBERED_FLAGS: usize = 100_000;
 
 /// The one direct conversation between two users: the same id whichever side asks. The
 /// end-to-end encrypted one is a second conversation beside the plain one, never a switch of it:
@@ -59,13 +56,11 @@ pub struct Conversations {
     pub(crate) client: async_nats::Client,
     pub(crate) storage: Storage,
     membership: Arc<MembershipCache>,
-    /// Whether each conversation is end-to-end encrypted; the flag never changes, so it never goes stale.
-    encrypted_flags: Mutex<HashMap<Id, bool>>,
 }
 
 impl Conversations {
     pub fn new(client: async_nats::Client, storage: Storage, membership: Arc<MembershipCache>) -> Conversations {
-        Conversations { limits: ConversationLimits::default(), client, storage, membership, encrypted_flags: Mutex::default() }
+        Conversations { limits: ConversationLimits::default(), client, storage, membership }
     }
 
     pub fn with_limits(mut self, limits: ConversationLimits) -> Conversations {
@@ -86,16 +81,7 @@ impl Conversations {
     /// Whether `conversation` accepts only ciphertext; an unknown conversation is not encrypted
     /// (sends to it are refused by the membership check anyway).
     pub async fn is_encrypted(&self, conversation: &Id) -> Result<bool, StoreError> {
-        if let Some(encrypted) = self.encrypted_flags.lock().expect("flag memory lock poisoned").get(conversation) {
-            return Ok(*encrypted);
-        }
-        let Some(record) = self.read_record(conversation).await? else { return Ok(false) };
-        let mut flags = self.encrypted_flags.lock().expect("flag memory lock poisoned");
-        if flags.len() >= MAX_REMEMBERED_FLAGS {
-            flags.clear();
-        }
-        flags.insert(conversation.clone(), record.encrypted);
-        Ok(record.encrypted)
+        Ok(self.storage.fixed_facts(conversation).await?.is_some_and(|facts| facts.encrypted))
     }
 
     pub async fn open_direct(&self, caller: &Id, other: &Id, encrypted: bool) -> Result<Conversation, StoreError> {
@@ -110,7 +96,8 @@ impl Conversations {
         }
         self.require_room_for_another_conversation(caller).await?;
         self.require_room_for_another_conversation(other).await?;
-        let record = ConversationRecord { v: 1, id: id.to_string(), kind: ConversationKind::Direct, title: None, owner: None, created_at: now(), encrypted };
+        let shard = self.storage.shard_for_new_conversation(&id).0;
+        let record = ConversationRecord { v: 1, id: id.to_string(), kind: ConversationKind::Direct, title: None, owner: None, created_at: now(), encrypted, shard };
         // Members first, record last: a crash in between leaves nothing visible, and the retry completes it.
         self.put_member(&id, caller, Role::Member).await?;
         self.put_member(&id, other, Role::Member).await?;
@@ -141,7 +128,8 @@ impl Conversations {
         for member in members.iter().filter(|member| *member != owner) {
             self.put_member(&id, member, Role::Member).await?;
         }
-        let record = ConversationRecord { v: 1, id: id.to_string(), kind: ConversationKind::Group, title, owner: Some(owner.to_string()), created_at: now(), encrypted };
+        let shard = self.storage.shard_for_new_conversation(&id).0;
+        let record = ConversationRecord { v: 1, id: id.to_string(), kind: ConversationKind::Group, title, owner: Some(owner.to_string()), created_at: now(), encrypted, shard };
         let record = self.create_record(record).await?;
         self.describe(record).await
     }

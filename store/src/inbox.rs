@@ -1,34 +1,36 @@
 //! The inbox: a user's conversations, newest activity first, with the last message and the unread count, in a fixed number of round trips.
 //!
-//! Three batch direct gets (last entry per conversation, conversation records, the user's
-//! watermarks) replace one round trip per conversation; then, in parallel, one direct get per
+//! Three batch direct gets (last entry per conversation, one per log shard, conversation records,
+//! the user's watermarks) replace one round trip per conversation; then, in parallel, one direct get per
 //! conversation whose last entry is an edit, delete or reaction (it points at the latest
 //! message), and one batch get of the last messages' folded states (a deleted one shows as a tombstone).
 //! The user's mention keys come from one prefix listing (every conversation at once); keys found
 //! already read are purged on the way out (one more round trip, only when there are any).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::future::join_all;
 use schemas::{ConversationRecord, InboxEntry, Message, StoredMessage, Timestamp};
-use subjects::Id;
+use subjects::{Id, Shard};
 
-use crate::batch_get::last_messages;
+use crate::batch_get::{last_messages, LastMessage};
 use crate::error::{from_nats, StoreError};
 use crate::mentions::tally;
 use crate::message_state::MessageStates;
+use crate::shards::LogShard;
 use crate::{Conversations, Mentions, Receipts};
 
 impl Conversations {
     pub async fn inbox(&self, user: &Id, receipts: &Receipts) -> Result<Vec<InboxEntry>, StoreError> {
         let conversations = self.conversations_of(user).await?;
-        let message_subjects: Vec<String> = conversations.iter().map(subjects::message_subject).collect();
+        let shards = self.storage.shards_of(&conversations).await?;
+        let message_subjects: Vec<String> = conversations.iter().map(|conversation| shards[conversation].shard.message_subject(conversation)).collect();
         let records_bucket = &self.storage.conversations;
         let record_subjects: Vec<String> = conversations.iter().map(|conversation| format!("{}{conversation}", records_bucket.prefix)).collect();
-        let stream_name = self.storage.messages.cached_info().config.name.clone();
         let mentions = Mentions::new(self.client.clone(), &self.storage);
         let (last, records, watermarks, mention_keys) = tokio::try_join!(
-            last_messages(&self.client, &stream_name, &message_subjects),
+            self.last_entries_by_shard(&conversations, &shards, &message_subjects),
             last_messages(&self.client, &records_bucket.stream_name, &record_subjects),
             receipts.user_watermarks(user, &conversations),
             mentions.entries_of(user),
@@ -41,7 +43,7 @@ impl Conversations {
                 last_entries.insert(conversation, schemas::decode_stored_message(&entry.payload).map_err(StoreError::internal)?);
             }
         }
-        let mut last_messages_by_conversation = self.latest_messages(&last_entries).await?;
+        let mut last_messages_by_conversation = self.latest_messages(&last_entries, &shards).await?;
         let folded_state = MessageStates::new(self.storage.clone())
             .get_each(&last_messages_by_conversation.iter().map(|(conversation, message)| ((*conversation).clone(), message.seq)).collect::<Vec<_>>())
             .await?;
@@ -74,8 +76,35 @@ impl Conversations {
         Ok(entries.into_iter().map(|(_, entry)| entry).collect())
     }
 
+    /// The last entry of each conversation, keyed by its message subject: one batch direct get per shard, in parallel.
+    async fn last_entries_by_shard(
+        &self,
+        conversations: &[Id],
+        shards: &HashMap<Id, Arc<LogShard>>,
+        message_subjects: &[String],
+    ) -> Result<HashMap<String, LastMessage>, StoreError> {
+        let mut by_shard: HashMap<Shard, (&LogShard, Vec<String>)> = HashMap::new();
+        for (conversation, subject) in conversations.iter().zip(message_subjects) {
+            let shard = &shards[conversation];
+            by_shard.entry(shard.shard).or_insert_with(|| (shard, Vec::new())).1.push(subject.clone());
+        }
+        let reads = by_shard.into_values().map(|(shard, subjects)| async move {
+            let stream_name = shard.shard.message_stream();
+            last_messages(&self.client, &stream_name, &subjects).await
+        });
+        let mut last = HashMap::with_capacity(conversations.len());
+        for read in join_all(reads).await {
+            last.extend(read?);
+        }
+        Ok(last)
+    }
+
     /// Each conversation's latest message: its last entry, or the message a change points back to.
-    async fn latest_messages<'a>(&self, last_entries: &HashMap<&'a Id, StoredMessage>) -> Result<HashMap<&'a Id, Message>, StoreError> {
+    async fn latest_messages<'a>(
+        &self,
+        last_entries: &HashMap<&'a Id, StoredMessage>,
+        shards: &HashMap<Id, Arc<LogShard>>,
+    ) -> Result<HashMap<&'a Id, Message>, StoreError> {
         let mut latest = HashMap::with_capacity(last_entries.len());
         let mut pointed = Vec::new();
         for (conversation, entry) in last_entries {
@@ -88,7 +117,7 @@ impl Conversations {
                 (Some(_), None) => {}
             }
         }
-        let reads = join_all(pointed.iter().map(|(_, stream_seq)| self.storage.messages.direct_get(*stream_seq))).await;
+        let reads = join_all(pointed.iter().map(|(conversation, stream_seq)| shards[*conversation].messages.direct_get(*stream_seq))).await;
         for ((conversation, _), read) in pointed.into_iter().zip(reads) {
             match read {
                 Ok(raw) => {

@@ -22,6 +22,7 @@ mod push_registered_users;
 mod receipts;
 mod search;
 mod settings;
+mod shards;
 mod retry;
 
 pub use conversations::{direct_conversation_id, ConversationLimits, Conversations};
@@ -40,6 +41,7 @@ pub use push_registered_users::RegisteredUsers;
 pub use receipts::{Receipts, WatermarkMove};
 pub use search::{LogBounds, SearchStorage};
 pub use batch_get::{last_messages, LastMessage};
+pub use shards::{FixedFacts, LogShard};
 pub use settings::{storage_settings_from_environment, NATS_USER};
 pub use retry::{retry_at_startup, STARTUP_PATIENCE};
 

@@ -17,6 +17,7 @@ use crate::error::{from_nats, StoreError};
 use crate::log_read::LogReader;
 use crate::message_state::MessageStates;
 use crate::retry::{retry_with_patience, Patience};
+use crate::shards::LogShard;
 use crate::{Receipts, Storage};
 
 /// How long an append keeps retrying after losing races for the conversation's tail.
@@ -90,14 +91,16 @@ impl MessageLog {
     }
 
     pub async fn append(&self, request: AppendRequest) -> Result<AppendOutcome, StoreError> {
-        if let Some(original) = self.recorded_send(&request.conversation, &request.client_msg_id).await? {
+        let shard = self.storage.shard_for_append(&request.conversation).await?;
+        let shard = shard.as_ref();
+        if let Some(original) = self.recorded_send(shard, &request.conversation, &request.client_msg_id).await? {
             // The two records are written side by side, so the idempotency record can exist without its
             // index entry (the index put failed, e.g. while its bucket elected a leader); a resend is the
             // moment to make sure, or history would skip the message for good (and a thread its reply).
-            self.write_indexes(&request.conversation, &original).await?;
+            self.write_indexes(shard, &request.conversation, &original).await?;
             if request.change.is_some() {
                 // Likewise its fold into the target, which a gateway dying after the PubAck never wrote.
-                let entry = self.reader.get_by_stream_seq(original.stream_seq).await?;
+                let entry = self.reader.get_by_stream_seq(&request.conversation, original.stream_seq).await?;
                 self.states.apply(&request.conversation, &entry).await?;
             }
             return Ok(original);
@@ -109,7 +112,7 @@ impl MessageLog {
             let (tail, cached) = match *tail_guard {
                 Some(tail) => (tail, true),
                 None => {
-                    let (tail, last_message) = self.load_tail(&request.conversation).await?;
+                    let (tail, last_message) = self.load_tail(shard, &request.conversation).await?;
                     *tail_guard = Some(tail);
                     if let Some(last) = last_message {
                         // A resend whose original is the tail, e.g. after a gateway died between
@@ -166,7 +169,7 @@ impl MessageLog {
             let ack_future = self
                 .storage
                 .jetstream
-                .send_publish(subjects::message_subject(&request.conversation), publish)
+                .send_publish(shard.shard.message_subject(&request.conversation), publish)
                 .await
                 .map_err(|error| from_nats("failed to publish message", error))?;
             let acked = ack_future.await;
@@ -177,7 +180,7 @@ impl MessageLog {
             match acked {
                 Ok(ack) if ack.duplicate => {
                     drop(tail_guard);
-                    let original = self.reader.get_by_stream_seq(ack.sequence).await?;
+                    let original = self.reader.get_by_stream_seq(&request.conversation, ack.sequence).await?;
                     let outcome = AppendOutcome {
                         seq: original.message.seq,
                         stream_seq: ack.sequence,
@@ -186,7 +189,7 @@ impl MessageLog {
                         reply_to: original.message.reply_to,
                         mentions: original.message.mentions.clone(),
                     };
-                    self.write_records_patiently(&request.conversation, &request.client_msg_id, &outcome).await?;
+                    self.write_records_patiently(shard, &request.conversation, &request.client_msg_id, &outcome).await?;
                     self.fold_patiently(&request.conversation, &original).await?;
                     return Ok(outcome);
                 }
@@ -208,7 +211,7 @@ impl MessageLog {
                         }
                     };
                     let (records, fold, read) = tokio::join!(
-                        self.write_records_patiently(&request.conversation, &request.client_msg_id, &outcome),
+                        self.write_records_patiently(shard, &request.conversation, &request.client_msg_id, &outcome),
                         self.fold_patiently(&request.conversation, &stored),
                         sender_read
                     );
@@ -259,13 +262,14 @@ impl MessageLog {
 
     /// Whether a send or change with this client_msg_id is already stored (its durable record exists).
     pub async fn is_recorded(&self, conversation: &Id, client_msg_id: &Id) -> Result<bool, StoreError> {
-        Ok(self.recorded_send(conversation, client_msg_id).await?.is_some())
+        let shard = self.storage.shard_of(conversation).await?;
+        Ok(self.recorded_send(&shard, conversation, client_msg_id).await?.is_some())
     }
 
     /// The ack of an earlier send with this client_msg_id, from the durable record (covers resends after the duplicate window).
-    async fn recorded_send(&self, conversation: &Id, client_msg_id: &Id) -> Result<Option<AppendOutcome>, StoreError> {
+    async fn recorded_send(&self, shard: &LogShard, conversation: &Id, client_msg_id: &Id) -> Result<Option<AppendOutcome>, StoreError> {
         let key = subjects::client_msg_id_key(conversation, client_msg_id);
-        let Some(bytes) = self.storage.client_msg_ids.get(key).await.map_err(|error| from_nats("failed to read idempotency record", error))? else {
+        let Some(bytes) = shard.client_msg_ids.get(key).await.map_err(|error| from_nats("failed to read idempotency record", error))? else {
             return Ok(None);
         };
         let record = ClientMsgIdRecord::from_bytes(&bytes).map_err(StoreError::internal)?;
@@ -280,7 +284,7 @@ impl MessageLog {
     }
 
     /// Reads the conversation's last entry and makes sure its index and idempotency records exist.
-    async fn load_tail(&self, conversation: &Id) -> Result<(Tail, Option<StoredMessage>), StoreError> {
+    async fn load_tail(&self, shard: &LogShard, conversation: &Id) -> Result<(Tail, Option<StoredMessage>), StoreError> {
         let Some((stream_seq, last)) = self.reader.last_entry(conversation).await? else {
             return Ok((Tail { stream_seq: 0, seq: 0, latest_message_stream_seq: None }, None));
         };
@@ -293,7 +297,7 @@ impl MessageLog {
                 reply_to: last.message.reply_to,
                 mentions: last.message.mentions.clone(),
             };
-            self.write_records(conversation, &client_msg_id, &outcome).await?;
+            self.write_records(shard, conversation, &client_msg_id, &outcome).await?;
         }
         self.states.apply(conversation, &last).await?;
         Ok((Tail { stream_seq, seq: last.message.seq, latest_message_stream_seq: last.latest_message_at(stream_seq) }, Some(last)))
@@ -302,10 +306,10 @@ impl MessageLog {
     /// The records of a message that is already in the log, retried for a while: failing now would
     /// send the client into a resend for a message that is stored, and a bucket without a leader (a
     /// cluster electing one) comes back within seconds.
-    async fn write_records_patiently(&self, conversation: &Id, client_msg_id: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
+    async fn write_records_patiently(&self, shard: &LogShard, conversation: &Id, client_msg_id: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
         let patience = Patience { budget: RECORDS_RETRY_BUDGET, first_pause: Duration::from_millis(50), longest_pause: Duration::from_secs(1) };
         let on_retry = |error: &StoreError, _pause| tracing::debug!(%error, %conversation, seq = outcome.seq, "records not written yet; retrying");
-        retry_with_patience(patience, |_| true, on_retry, || self.write_records(conversation, client_msg_id, outcome)).await
+        retry_with_patience(patience, |_| true, on_retry, || self.write_records(shard, conversation, client_msg_id, outcome)).await
     }
 
     /// A change's fold into its target, retried like the records: history must show it once it is acked.
@@ -320,12 +324,12 @@ impl MessageLog {
 
     /// The history index entry and, for a reply, its thread index entry, and an unread-mention key
     /// per mentioned member, side by side.
-    async fn write_indexes(&self, conversation: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
+    async fn write_indexes(&self, shard: &LogShard, conversation: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
         let stream_seq: bytes::Bytes = outcome.stream_seq.to_string().into();
-        let history = self.storage.message_index.put(subjects::message_index_key(conversation, outcome.seq), stream_seq.clone());
+        let history = shard.message_index.put(subjects::message_index_key(conversation, outcome.seq), stream_seq.clone());
         let thread = async {
             match outcome.reply_to {
-                Some(parent) => self.storage.thread_index.put(subjects::thread_index_key(conversation, parent, outcome.seq), stream_seq.clone()).await.map(|_| ()),
+                Some(parent) => shard.thread_index.put(subjects::thread_index_key(conversation, parent, outcome.seq), stream_seq.clone()).await.map(|_| ()),
                 None => Ok(()),
             }
         };
@@ -342,7 +346,7 @@ impl MessageLog {
     }
 
     /// Index (`seq` → stream sequence, and the thread entry of a reply) and idempotency records; all idempotent puts.
-    async fn write_records(&self, conversation: &Id, client_msg_id: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
+    async fn write_records(&self, shard: &LogShard, conversation: &Id, client_msg_id: &Id, outcome: &AppendOutcome) -> Result<(), StoreError> {
         let record = ClientMsgIdRecord {
             v: 1,
             seq: outcome.seq,
@@ -351,8 +355,8 @@ impl MessageLog {
             reply_to: outcome.reply_to,
             mentions: outcome.mentions.clone(),
         };
-        let record_put = self.storage.client_msg_ids.put(subjects::client_msg_id_key(conversation, client_msg_id), record.to_bytes().into());
-        let (index_result, record_result) = tokio::join!(self.write_indexes(conversation, outcome), record_put);
+        let record_put = shard.client_msg_ids.put(subjects::client_msg_id_key(conversation, client_msg_id), record.to_bytes().into());
+        let (index_result, record_result) = tokio::join!(self.write_indexes(shard, conversation, outcome), record_put);
         index_result?;
         record_result.map_err(|error| from_nats("failed to write idempotency record", error))?;
         Ok(())

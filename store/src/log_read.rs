@@ -19,6 +19,7 @@ use subjects::Id;
 use crate::error::{from_nats, StoreError};
 use crate::kv_listing::list_entries;
 use crate::message_state::{MessageStates, VersionedState};
+use crate::shards::LogShard;
 use crate::Storage;
 
 /// Largest page PROTOCOL.md allows.
@@ -110,24 +111,24 @@ impl LogReader {
     /// Asked of the stream leader when replicated: a lagging replica's older tail would end a history
     /// page early and hide newer messages from a syncing device, and no later miss would reveal it.
     pub async fn last_entry(&self, conversation: &Id) -> Result<Option<(u64, StoredMessage)>, StoreError> {
-        let subject = subjects::message_subject(conversation);
-        if !self.replicated() {
-            return match self.storage.messages.direct_get_last_for_subject(&subject).await {
+        let shard = self.storage.shard_of(conversation).await?;
+        self.last_entry_in(&shard, conversation).await
+    }
+
+    async fn last_entry_in(&self, shard: &LogShard, conversation: &Id) -> Result<Option<(u64, StoredMessage)>, StoreError> {
+        let subject = shard.shard.message_subject(conversation);
+        if !shard.is_replicated() {
+            return match shard.messages.direct_get_last_for_subject(&subject).await {
                 Ok(raw) => Ok(Some((raw.sequence, decode(&raw.payload)?))),
                 Err(error) if error.kind() == DirectGetErrorKind::NotFound => Ok(None),
                 Err(error) => Err(from_nats("failed to read the conversation's tail", error)),
             };
         }
-        match self.storage.messages.get_last_raw_message_by_subject(&subject).await {
+        match shard.messages.get_last_raw_message_by_subject(&subject).await {
             Ok(raw) => Ok(Some((raw.sequence, decode(&raw.payload)?))),
             Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(error) => Err(from_nats("failed to read the conversation's tail", error)),
         }
-    }
-
-    /// Whether the log has more than one replica, so that a direct get may be answered by one that lags.
-    fn replicated(&self) -> bool {
-        self.storage.messages.cached_info().config.num_replicas > 1
     }
 
     /// The `seq` of the conversation's last message (0 when empty).
@@ -136,8 +137,9 @@ impl LogReader {
     }
 
     /// The entry at `stream_seq`, which must exist (the stream just named it, e.g. in a duplicate's ack).
-    pub async fn get_by_stream_seq(&self, stream_seq: u64) -> Result<StoredMessage, StoreError> {
-        self.message_at(stream_seq).await?.ok_or_else(|| StoreError::Internal(format!("log entry {stream_seq} is gone")))
+    pub async fn get_by_stream_seq(&self, conversation: &Id, stream_seq: u64) -> Result<StoredMessage, StoreError> {
+        let shard = self.storage.shard_of(conversation).await?;
+        self.message_at(&shard, stream_seq).await?.ok_or_else(|| StoreError::Internal(format!("log entry {stream_seq} is gone")))
     }
 
     /// A history page per PROTOCOL.md, as `reader` sees it: ascending `seq`, changes folded into
@@ -299,7 +301,8 @@ impl LogReader {
     /// the thread's length, never the conversation's.
     pub async fn thread(&self, conversation: &Id, parent: u64, after: u64, limit: u64, reader: &Id) -> Result<(Vec<Message>, bool), StoreError> {
         let filter = subjects::thread_replies_filter(conversation, parent);
-        let entries = list_entries(&self.storage.jetstream.client(), &self.storage.thread_index, &filter).await?;
+        let shard = self.storage.shard_of(conversation).await?;
+        let entries = list_entries(&self.storage.jetstream.client(), &shard.thread_index, &filter).await?;
         let mut replies: Vec<(u64, u64)> = entries
             .iter()
             .filter_map(|(key, value)| {
@@ -314,7 +317,7 @@ impl LogReader {
         let has_more = replies.len() > limit;
         replies.truncate(limit);
         // The listing names the replies' seqs, so their folded states are read beside the replies.
-        let reads = join_all(replies.iter().map(|(_, stream_seq)| self.message_at(*stream_seq)));
+        let reads = join_all(replies.iter().map(|(_, stream_seq)| self.message_at(&shard, *stream_seq)));
         let (reads, states) = tokio::join!(reads, self.states.get_many(conversation, replies.iter().map(|(reply_seq, _)| *reply_seq)));
         let mut entries = Vec::with_capacity(replies.len());
         for read in reads {
@@ -336,11 +339,12 @@ impl LogReader {
 
     /// Entries `first..=last` as stored, in order, skipping any that retention already removed.
     pub async fn range(&self, conversation: &Id, first: u64, last: u64) -> Result<Vec<StoredMessage>, StoreError> {
+        let shard = self.storage.shard_of(conversation).await?;
         let mut messages = Vec::new();
         let mut chunk_start = first.max(1);
         while chunk_start <= last {
             let chunk_end = last.min(chunk_start + MAX_PAGE - 1);
-            let reads = (chunk_start..=chunk_end).map(|seq| self.get_by_seq(conversation, seq));
+            let reads = (chunk_start..=chunk_end).map(|seq| self.get_by_seq_in(&shard, conversation, seq));
             for read in join_all(reads).await {
                 if let Some(stored) = read? {
                     messages.push(stored);
@@ -353,21 +357,26 @@ impl LogReader {
 
     /// One message by `seq`: index lookup, then a direct get; None if it does not exist (or expired).
     pub async fn get_by_seq(&self, conversation: &Id, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
-        match self.index_entry(conversation, seq).await? {
-            Some(stream_seq) => self.message_at(stream_seq).await,
-            None => self.walk_back_to(conversation, seq).await,
+        let shard = self.storage.shard_of(conversation).await?;
+        self.get_by_seq_in(&shard, conversation, seq).await
+    }
+
+    async fn get_by_seq_in(&self, shard: &LogShard, conversation: &Id, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+        match self.index_entry(shard, conversation, seq).await? {
+            Some(stream_seq) => self.message_at(shard, stream_seq).await,
+            None => self.walk_back_to(shard, conversation, seq).await,
         }
     }
 
     /// The stream sequence the index holds for `seq`; a miss is asked again of the bucket's leader.
-    async fn index_entry(&self, conversation: &Id, seq: u64) -> Result<Option<u64>, StoreError> {
+    async fn index_entry(&self, shard: &LogShard, conversation: &Id, seq: u64) -> Result<Option<u64>, StoreError> {
         let key = subjects::message_index_key(conversation, seq);
-        let direct = self.storage.message_index.get(&key).await.map_err(|error| from_nats("failed to read history index", error))?;
+        let direct = shard.message_index.get(&key).await.map_err(|error| from_nats("failed to read history index", error))?;
         let bytes = match direct {
             Some(bytes) => bytes,
-            None if !self.replicated() => return Ok(None),
+            None if !shard.is_replicated() => return Ok(None),
             None => {
-                let index = &self.storage.message_index;
+                let index = &shard.message_index;
                 match index.stream.get_last_raw_message_by_subject(&format!("{}{key}", index.prefix)).await {
                     // Index entries are only ever put, never deleted, so the last entry is a value.
                     Ok(raw) => raw.payload,
@@ -380,14 +389,14 @@ impl LogReader {
     }
 
     /// The log entry at `stream_seq`, None if retention removed it; a miss is asked again of the leader.
-    async fn message_at(&self, stream_seq: u64) -> Result<Option<StoredMessage>, StoreError> {
-        match self.storage.messages.direct_get(stream_seq).await {
+    async fn message_at(&self, shard: &LogShard, stream_seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+        match shard.messages.direct_get(stream_seq).await {
             Ok(raw) => return Ok(Some(decode(&raw.payload)?)),
-            Err(error) if error.kind() == DirectGetErrorKind::NotFound && !self.replicated() => return Ok(None),
+            Err(error) if error.kind() == DirectGetErrorKind::NotFound && !shard.is_replicated() => return Ok(None),
             Err(error) if error.kind() == DirectGetErrorKind::NotFound => {}
             Err(error) => return Err(from_nats("failed to read message", error)),
         }
-        match self.storage.messages.get_raw_message(stream_seq).await {
+        match shard.messages.get_raw_message(stream_seq).await {
             Ok(raw) => Ok(Some(decode(&raw.payload)?)),
             Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(error) => Err(from_nats("failed to read message from the stream leader", error)),
@@ -396,8 +405,8 @@ impl LogReader {
 
     /// The index entry is written just after the PubAck, so the newest messages may not have
     /// one yet: find them by walking back from the tail along `prev` pointers, boundedly.
-    async fn walk_back_to(&self, conversation: &Id, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
-        let Some((_, mut entry)) = self.last_entry(conversation).await? else {
+    async fn walk_back_to(&self, shard: &LogShard, conversation: &Id, seq: u64) -> Result<Option<StoredMessage>, StoreError> {
+        let Some((_, mut entry)) = self.last_entry_in(shard, conversation).await? else {
             return Ok(None);
         };
         if entry.message.seq.saturating_sub(seq) > MAX_FALLBACK_WALK {
@@ -411,7 +420,7 @@ impl LogReader {
             if entry.message.seq < seq || entry.prev_stream_seq == 0 {
                 return Ok(None);
             }
-            entry = match self.message_at(entry.prev_stream_seq).await? {
+            entry = match self.message_at(shard, entry.prev_stream_seq).await? {
                 Some(previous) => previous,
                 None => return Ok(None),
             };

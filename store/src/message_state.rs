@@ -5,13 +5,15 @@
 //! it, in any order: whoever comes first writes it, the others find it there.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_nats::jetstream::kv::{self, CreateErrorKind, UpdateErrorKind};
 use schemas::{MessageStateRecord, StoredMessage};
-use subjects::Id;
+use subjects::{Id, Shard};
 
 use crate::batch_get::last_messages;
 use crate::error::{from_nats, StoreError};
+use crate::shards::LogShard;
 use crate::Storage;
 
 /// Compare-and-set attempts before giving up; each loss means another change landed, which is progress.
@@ -34,6 +36,8 @@ impl MessageStates {
     pub async fn get(&self, conversation: &Id, seq: u64) -> Result<Option<VersionedState>, StoreError> {
         let entry = self
             .storage
+            .shard_of(conversation)
+            .await?
             .message_state
             .entry(subjects::message_state_key(conversation, seq))
             .await
@@ -50,21 +54,36 @@ impl MessageStates {
         Ok(self.get_each(&wanted).await?.into_iter().map(|((_, seq), state)| (seq, state)).collect())
     }
 
-    /// The states of messages of any conversations (the inbox's last messages) in one batch direct get.
+    /// The states of messages of any conversations (the inbox's last messages): one batch direct get per shard, in parallel.
     pub async fn get_each(&self, messages: &[(Id, u64)]) -> Result<HashMap<(Id, u64), VersionedState>, StoreError> {
-        if messages.is_empty() {
-            return Ok(HashMap::new());
+        let conversations: Vec<Id> = messages.iter().map(|(conversation, _)| conversation.clone()).collect();
+        let shards = self.storage.shards_of(&conversations).await?;
+        let mut by_shard: HashMap<Shard, (Arc<LogShard>, Vec<&(Id, u64)>)> = HashMap::new();
+        for message in messages {
+            let shard = shards[&message.0].clone();
+            by_shard.entry(shard.shard).or_insert_with(|| (shard, Vec::new())).1.push(message);
         }
-        let bucket = &self.storage.message_state;
-        let subject_of = |(conversation, seq): &(Id, u64)| format!("{}{}", bucket.prefix, subjects::message_state_key(conversation, *seq));
-        let subjects: Vec<String> = messages.iter().map(subject_of).collect();
-        let found = last_messages(&self.storage.jetstream.client(), &bucket.stream_name, &subjects).await?;
-        let mut states = HashMap::with_capacity(found.len());
-        for (message, subject) in messages.iter().zip(&subjects) {
-            // States are only ever put; an empty payload would be a delete or expiry marker.
-            if let Some(last) = found.get(subject).filter(|last| !last.payload.is_empty()) {
-                states.insert(message.clone(), (decode(&last.payload)?, last.stream_seq));
+        let client = self.storage.jetstream.client();
+        let reads = by_shard.into_values().map(|(shard, messages)| {
+            let client = client.clone();
+            async move {
+                let bucket = &shard.message_state;
+                let subject_of = |(conversation, seq): &(Id, u64)| format!("{}{}", bucket.prefix, subjects::message_state_key(conversation, *seq));
+                let subjects: Vec<String> = messages.iter().map(|message| subject_of(message)).collect();
+                let found = last_messages(&client, &bucket.stream_name, &subjects).await?;
+                let mut states = Vec::with_capacity(found.len());
+                for (message, subject) in messages.into_iter().zip(&subjects) {
+                    // States are only ever put; an empty payload would be a delete or expiry marker.
+                    if let Some(last) = found.get(subject).filter(|last| !last.payload.is_empty()) {
+                        states.push((message.clone(), (decode(&last.payload)?, last.stream_seq)));
+                    }
+                }
+                Ok::<_, StoreError>(states)
             }
+        });
+        let mut states = HashMap::new();
+        for read in futures::future::join_all(reads).await {
+            states.extend(read?);
         }
         Ok(states)
     }
@@ -74,7 +93,8 @@ impl MessageStates {
     pub async fn apply(&self, conversation: &Id, entry: &StoredMessage) -> Result<Option<VersionedState>, StoreError> {
         let Some(change) = &entry.change else { return Ok(None) };
         let key = subjects::message_state_key(conversation, change.target_seq);
-        let bucket = &self.storage.message_state;
+        let shard = self.storage.shard_of(conversation).await?;
+        let bucket = &shard.message_state;
         for _ in 0..MAX_CAS_ATTEMPTS {
             let current = bucket.entry(key.as_str()).await.map_err(|error| from_nats("failed to read message state", error))?;
             let (mut state, revision) = match current {

@@ -6,7 +6,7 @@ use async_nats::jetstream::{consumer, kv, stream};
 
 use crate::Id;
 
-/// The conversation log: one subject per conversation, ordered and durable.
+/// The conversation log: one subject per conversation, ordered and durable; shard 0's name (see [`crate::Shard`]).
 pub const MESSAGE_STREAM: &str = "MESSAGES";
 /// Durable consumer the fanout workers share (a work queue over the log).
 pub const FANOUT_CONSUMER: &str = "fanout";
@@ -48,19 +48,8 @@ pub const HEADER_SENT_AT_MICROS: &str = "Natter-Sent-At-Micros";
 /// Header on log appends (and the deliveries and push jobs made from them) naming the gateway request or connection that caused them, for log correlation.
 pub const HEADER_REQUEST_ID: &str = "Natter-Request-Id";
 
-const MESSAGE_SUBJECT_PREFIX: &str = "msg.";
 const MULTICAST_SUBJECT_PREFIX: &str = "mcast.";
 const DELIVER_SUBJECT_PREFIX: &str = "deliver.";
-
-/// `msg.<conv>`: where a conversation's messages are appended.
-pub fn message_subject(conversation: &Id) -> String {
-    format!("{MESSAGE_SUBJECT_PREFIX}{conversation}")
-}
-
-/// Recovers the conversation id from a message subject (`msg.<conv>`).
-pub fn conversation_of_message_subject(subject: &str) -> Option<Id> {
-    subject.strip_prefix(MESSAGE_SUBJECT_PREFIX).and_then(|token| Id::parse(token).ok())
-}
 
 /// `deliver.<user>`: core NATS subject gateways subscribe to for a connected user's devices.
 pub fn deliver_subject(user: &Id) -> String {
@@ -205,6 +194,8 @@ pub struct StorageSettings {
     pub duplicate_window: Duration,
     /// Whether a process creates the streams and buckets it uses or only opens them.
     pub provisioning: Provisioning,
+    /// Shards of the message log new conversations are spread over; a conversation keeps the shard it was created in.
+    pub message_shards: u32,
 }
 
 /// Who creates the layout. A role running as its own NATS user (see [`crate::permissions`]) may not
@@ -224,24 +215,8 @@ impl Default for StorageSettings {
             message_ttl: Duration::ZERO,
             duplicate_window: Duration::from_secs(120),
             provisioning: Provisioning::CreateOrUpdate,
+            message_shards: 1,
         }
-    }
-}
-
-/// The conversation log stream.
-pub fn message_stream_config(settings: &StorageSettings) -> stream::Config {
-    stream::Config {
-        name: MESSAGE_STREAM.to_owned(),
-        description: Some("conversation log: msg.<conversation>".to_owned()),
-        subjects: vec![format!("{MESSAGE_SUBJECT_PREFIX}*")],
-        storage: stream::StorageType::File,
-        retention: stream::RetentionPolicy::Limits,
-        max_age: settings.message_ttl,
-        duplicate_window: settings.duplicate_window,
-        num_replicas: settings.replicas,
-        allow_direct: true,
-        deny_delete: false,
-        ..Default::default()
     }
 }
 
@@ -271,17 +246,13 @@ pub(crate) fn bucket(name: &str, description: &str, max_age: Duration, settings:
     }
 }
 
-/// Every KV bucket, in the order they are provisioned.
+/// Every KV bucket outside the log's shards (see [`crate::Shard::bucket_configs`]), in the order they are provisioned.
 pub fn bucket_configs(settings: &StorageSettings) -> Vec<kv::Config> {
     let forever = Duration::ZERO;
     vec![
         bucket(CONVERSATIONS_BUCKET, "conversation metadata by id", forever, settings),
         bucket(MEMBERS_BUCKET, "membership: <conversation>.<user> -> role", forever, settings),
         bucket(MEMBERSHIPS_BUCKET, "membership: <user>.<conversation>", forever, settings),
-        bucket(MESSAGE_INDEX_BUCKET, "history index: <conversation>.<seq> -> stream sequence", settings.message_ttl, settings),
-        bucket(THREAD_INDEX_BUCKET, "thread index: <conversation>.<parent seq>.<reply seq> -> stream sequence", settings.message_ttl, settings),
-        bucket(MESSAGE_STATE_BUCKET, "folded state: <conversation>.<seq> -> edits, delete, reactions", settings.message_ttl, settings),
-        bucket(CLIENT_MSG_ID_BUCKET, "idempotency: <conversation>.<client_msg_id> -> ack", settings.message_ttl, settings),
         bucket(MULTICAST_BUCKET, "multicast groups: <conversation> -> since", forever, settings),
         bucket(RECEIPTS_BUCKET, "watermarks: <conversation>.<user>[.<device>] -> read, delivered", forever, settings),
         mentions_bucket(settings),
@@ -308,8 +279,6 @@ mod tests {
         let user = Id::parse("alice").unwrap();
         assert_eq!(parse_member_key(&member_key(&conversation, &user)), Some((conversation.clone(), user.clone())));
         assert_eq!(parse_membership_key(&membership_key(&user, &conversation)), Some((user.clone(), conversation.clone())));
-        assert_eq!(conversation_of_message_subject(&message_subject(&conversation)), Some(conversation));
-        assert_eq!(conversation_of_message_subject("msg.a.b"), None);
         assert_eq!(reply_seq_of_thread_key(&thread_index_key(&Id::parse("c1").unwrap(), 3, 17)), Some(17));
         assert_eq!(parse_mention_key(&mention_key(&user, &Id::parse("c2").unwrap(), 9)), Some((Id::parse("c2").unwrap(), 9)));
         assert_eq!(parse_mention_key("alice.c1"), None);

@@ -10,6 +10,7 @@ pub mod permissions;
 mod push;
 pub mod redis_keys;
 mod search;
+mod shards;
 mod users_conf;
 
 pub use ids::{Id, InvalidId};
@@ -17,4 +18,5 @@ pub use layout::*;
 pub use media::*;
 pub use push::*;
 pub use search::*;
+pub use shards::{parse_message_subject, Shard, MAX_MESSAGE_SHARDS};
 pub use users_conf::users_conf;

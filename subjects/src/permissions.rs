@@ -6,7 +6,7 @@
 //! the consumers it owns. Every name comes from the constants and builders beside this file, so a
 //! renamed stream changes the permissions with it.
 
-use crate::{StorageSettings, media, push, search};
+use crate::{Shard, StorageSettings, media, push, search, MAX_MESSAGE_SHARDS};
 
 /// The NATS users Natter's processes run as: one per role, plus the provisioner that owns the layout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -257,8 +257,7 @@ fn stream_subjects(config: async_nats::jetstream::stream::Config) -> Vec<String>
 /// The permissions `role` runs with.
 pub fn permissions(role: Role) -> Permissions {
     let settings = StorageSettings::default();
-    let message_subjects = stream_subjects(crate::message_stream_config(&settings));
-    let log = crate::MESSAGE_STREAM;
+    let shards = || Shard::all(MAX_MESSAGE_SHARDS);
     let mut grants = Grants::default();
     match role {
         Role::Provisioner => {
@@ -274,15 +273,16 @@ pub fn permissions(role: Role) -> Permissions {
             }
         }
         Role::Gateway => {
-            grants.read_stream(log).append(&message_subjects);
+            for shard in shards() {
+                grants.read_stream(&shard.message_stream()).append(&[shard.message_subjects_filter()]);
+                for bucket in [shard.message_index_bucket(), shard.thread_index_bucket(), shard.message_state_bucket(), shard.client_msg_id_bucket()] {
+                    grants.write_bucket(&bucket);
+                }
+            }
             for bucket in [
                 crate::CONVERSATIONS_BUCKET,
                 crate::MEMBERSHIPS_BUCKET,
-                crate::MESSAGE_INDEX_BUCKET,
-                crate::THREAD_INDEX_BUCKET,
-                crate::MESSAGE_STATE_BUCKET,
                 crate::MENTIONS_BUCKET,
-                crate::CLIENT_MSG_ID_BUCKET,
                 crate::RECEIPTS_BUCKET,
                 media::MEDIA_RECORDS_BUCKET,
                 push::PUSH_DEVICES_BUCKET,
@@ -305,19 +305,23 @@ pub fn permissions(role: Role) -> Permissions {
                 .subscribe(crate::every_deliver_subject());
         }
         Role::Fanout => {
+            for shard in shards() {
+                // A change's frame carries the changed message as it now stands: read like history, and
+                // the change folded in when the gateway that appended it died before doing so.
+                grants
+                    .consume(&shard.message_stream(), crate::FANOUT_CONSUMER)
+                    .read_stream(&shard.message_stream())
+                    .read_bucket(&shard.message_index_bucket())
+                    .write_bucket(&shard.message_state_bucket());
+            }
             grants
-                .consume(log, crate::FANOUT_CONSUMER)
                 .publish(crate::every_deliver_subject())
                 .publish(crate::every_multicast_subject())
                 .watch_bucket(crate::MULTICAST_BUCKET);
             open_core_buckets(&mut grants);
-            // A change's frame carries the changed message as it now stands: read like history, and
-            // the change folded in when the gateway that appended it died before doing so.
             grants
-                .read_stream(log)
-                .read_bucket(crate::MESSAGE_INDEX_BUCKET)
-                .write_bucket(crate::MESSAGE_STATE_BUCKET);
-            grants
+                // Which shard a conversation's log is in is written in its record.
+                .read_bucket(crate::CONVERSATIONS_BUCKET)
                 .watch_bucket(crate::MEMBERS_BUCKET)
                 .watch_bucket(push::PUSH_DEVICES_BUCKET)
                 .read_bucket(push::NOTIFICATION_SETTINGS_BUCKET)
@@ -336,10 +340,10 @@ pub fn permissions(role: Role) -> Permissions {
         Role::Push => {
             open_core_buckets(&mut grants);
             // The notification's preview is the message itself, read like history: index, then the log.
+            for shard in shards() {
+                grants.read_stream(&shard.message_stream()).read_bucket(&shard.message_index_bucket()).read_bucket(&shard.message_state_bucket());
+            }
             grants
-                .read_stream(log)
-                .read_bucket(crate::MESSAGE_INDEX_BUCKET)
-                .read_bucket(crate::MESSAGE_STATE_BUCKET)
                 .read_bucket(crate::RECEIPTS_BUCKET)
                 // A notification says when the unread messages mention the user.
                 .read_bucket(crate::MENTIONS_BUCKET)
@@ -355,19 +359,23 @@ pub fn permissions(role: Role) -> Permissions {
             // Each replica makes its own consumers (`indexer-<replica>-<generation>`); subject
             // wildcards match whole tokens only, so the names are allowed by `*` and every other
             // role's durable on the log is denied by name.
-            grants
-                .read_stream(log)
-                .read_bucket(crate::CONVERSATIONS_BUCKET)
-                .publish(format!("{JS_API}.CONSUMER.CREATE.{log}.*"))
-                .publish(format!("{JS_API}.CONSUMER.DELETE.{log}.*"))
-                .publish(format!("{JS_API}.CONSUMER.INFO.{log}.*"))
-                .publish(format!("{JS_API}.CONSUMER.MSG.NEXT.{log}.*"));
-            for durable in durable_consumers_of(log) {
+            grants.read_bucket(crate::CONVERSATIONS_BUCKET);
+            let feeds = shards().map(Shard::message_stream).chain([search::SEARCH_FEED_STREAM.to_owned()]);
+            for log in feeds {
+                let log = &log;
                 grants
-                    .deny_publish(consumer_create_subject(log, durable))
-                    .deny_publish(format!("{}.>", consumer_create_subject(log, durable)))
-                    .deny_publish(consumer_delete_subject(log, durable))
-                    .deny_publish(consumer_next_subject(log, durable));
+                    .read_stream(log)
+                    .publish(format!("{JS_API}.CONSUMER.CREATE.{log}.*"))
+                    .publish(format!("{JS_API}.CONSUMER.DELETE.{log}.*"))
+                    .publish(format!("{JS_API}.CONSUMER.INFO.{log}.*"))
+                    .publish(format!("{JS_API}.CONSUMER.MSG.NEXT.{log}.*"));
+                for durable in durable_consumers_of(log) {
+                    grants
+                        .deny_publish(consumer_create_subject(log, durable))
+                        .deny_publish(format!("{}.>", consumer_create_subject(log, durable)))
+                        .deny_publish(consumer_delete_subject(log, durable))
+                        .deny_publish(consumer_next_subject(log, durable));
+                }
             }
             grants.serve(search::SEARCH_SERVICE_NAME, &[search::SEARCH_SUBJECT, search::SEARCH_STATUS_SUBJECT], search::SEARCH_QUEUE_GROUP);
         }
@@ -375,19 +383,27 @@ pub fn permissions(role: Role) -> Permissions {
     grants.finish(role)
 }
 
-/// Every runtime role opens the log and the core buckets at start (`store::Storage`).
+/// Every runtime role opens the log's shards and the core buckets at start (`store::Storage`).
 fn open_core_buckets(grants: &mut Grants) {
-    grants.open_stream(crate::MESSAGE_STREAM);
-    for config in crate::bucket_configs(&StorageSettings::default()) {
+    let settings = StorageSettings::default();
+    for shard in Shard::all(MAX_MESSAGE_SHARDS) {
+        grants.open_stream(&shard.message_stream());
+        for config in shard.bucket_configs(&settings) {
+            grants.open_bucket(&config.bucket);
+        }
+    }
+    for config in crate::bucket_configs(&settings) {
         grants.open_bucket(&config.bucket);
     }
 }
 
 /// The durable consumers other roles own on `stream`.
 fn durable_consumers_of(stream: &str) -> Vec<&'static str> {
-    [(crate::MESSAGE_STREAM, crate::FANOUT_CONSUMER), (media::MEDIA_JOBS_STREAM, media::MEDIA_CONSUMER), (push::PUSH_STREAM, push::PUSH_CONSUMER)]
-        .into_iter()
-        .filter(|(owner_stream, _)| *owner_stream == stream)
+    let shard_consumers = Shard::all(MAX_MESSAGE_SHARDS).map(|shard| (shard.message_stream(), crate::FANOUT_CONSUMER));
+    let other_consumers = [(media::MEDIA_JOBS_STREAM, media::MEDIA_CONSUMER), (push::PUSH_STREAM, push::PUSH_CONSUMER)].map(|(stream, consumer)| (stream.to_owned(), consumer));
+    shard_consumers
+        .chain(other_consumers)
+        .filter(|(owner_stream, _)| owner_stream == stream)
         .map(|(_, consumer)| consumer)
         .collect()
 }
@@ -395,13 +411,14 @@ fn durable_consumers_of(stream: &str) -> Vec<&'static str> {
 /// Every stream the provisioner creates: the streams, the KV buckets' and the object stores'.
 pub fn layout_streams() -> Vec<String> {
     let settings = StorageSettings::default();
-    let mut streams = vec![
-        crate::MESSAGE_STREAM.to_owned(),
+    let mut streams: Vec<String> = Shard::all(MAX_MESSAGE_SHARDS).flat_map(Shard::stream_names).collect();
+    streams.extend([
         media::MEDIA_JOBS_STREAM.to_owned(),
         push::PUSH_STREAM.to_owned(),
         push::PUSH_DEAD_LETTER_STREAM.to_owned(),
         search::SEARCH_AUDIT_STREAM.to_owned(),
-    ];
+        search::SEARCH_FEED_STREAM.to_owned(),
+    ]);
     let buckets = crate::bucket_configs(&settings).into_iter().chain(push::push_bucket_configs(&settings)).map(|config| config.bucket);
     streams.extend(buckets.chain([media::MEDIA_RECORDS_BUCKET.to_owned()]).map(|bucket| crate::kv_stream_name(&bucket)));
     streams.extend([media::MEDIA_QUARANTINE_OBJECTS, media::MEDIA_OBJECTS].map(object_store_stream_name));

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{consumer, stream};
 
-use crate::{Id, StorageSettings};
+use crate::{Id, Shard, StorageSettings};
 
 /// Search requests (request/reply): every indexer replica answers from its own full index.
 pub const SEARCH_SUBJECT: &str = "svc.search";
@@ -51,6 +51,39 @@ pub fn search_audit_stream_config(settings: &StorageSettings) -> stream::Config 
     }
 }
 
+/// The log as one sequence for the indexer when it has several shards: a stream that sources every
+/// shard's stream. Search positions, pagination snapshots and expiry are all one stream sequence;
+/// the copy is off the send path (the shards' leaders copy it out), and with one shard the indexer
+/// reads `MESSAGES` itself and nothing is copied.
+pub const SEARCH_FEED_STREAM: &str = "SEARCH_FEED";
+
+/// The stream the indexer follows: `MESSAGES` with one shard, [`SEARCH_FEED_STREAM`] with more.
+pub fn search_feed_stream(settings: &StorageSettings) -> String {
+    match settings.message_shards {
+        0 | 1 => Shard::FIRST.message_stream(),
+        _ => SEARCH_FEED_STREAM.to_owned(),
+    }
+}
+
+/// The search feed's definition: no subjects of its own, every shard's stream as a source; `None` with one shard.
+pub fn search_feed_config(settings: &StorageSettings) -> Option<stream::Config> {
+    if settings.message_shards <= 1 {
+        return None;
+    }
+    let sources = Shard::all(settings.message_shards).map(|shard| stream::Source { name: shard.message_stream(), ..Default::default() }).collect();
+    Some(stream::Config {
+        name: SEARCH_FEED_STREAM.to_owned(),
+        description: Some("every log shard in one sequence, for the indexer".to_owned()),
+        sources: Some(sources),
+        storage: stream::StorageType::File,
+        retention: stream::RetentionPolicy::Limits,
+        max_age: settings.message_ttl,
+        num_replicas: settings.replicas,
+        allow_direct: true,
+        ..Default::default()
+    })
+}
+
 /// An indexer replica's view of the log, starting right after what its index has committed.
 ///
 /// The index's commit holds the position, so the consumer keeps none: it is ephemeral (named
@@ -81,5 +114,12 @@ mod tests {
         assert!(search_audit_stream_config(&StorageSettings::default()).subjects[0].starts_with("audit.search."));
         let config = indexer_consumer_config("indexer-x", 0);
         assert_eq!(config.deliver_policy, consumer::DeliverPolicy::ByStartSequence { start_sequence: 1 });
+        let one_shard = StorageSettings::default();
+        assert_eq!(search_feed_stream(&one_shard), "MESSAGES");
+        assert!(search_feed_config(&one_shard).is_none());
+        let three_shards = StorageSettings { message_shards: 3, ..StorageSettings::default() };
+        assert_eq!(search_feed_stream(&three_shards), SEARCH_FEED_STREAM);
+        let sources: Vec<String> = search_feed_config(&three_shards).unwrap().sources.unwrap().into_iter().map(|source| source.name).collect();
+        assert_eq!(sources, ["MESSAGES", "MESSAGES_1", "MESSAGES_2"]);
     }
 }

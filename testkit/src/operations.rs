@@ -36,10 +36,10 @@ impl TestSystem {
         let nats = self.connect_nats().await?;
         let readiness = match role {
             // The system's fanouts read presence from the gateways' Redis.
-            WorkerRole::Fanout => fanout::readiness(nats, self.gateway_config().redis_url.as_deref())?,
+            WorkerRole::Fanout => fanout::readiness(nats, self.gateway_config().redis_url.as_deref(), &self.gateway_config().storage)?,
             WorkerRole::Media => media::readiness(nats),
             WorkerRole::Push => push::readiness(nats),
-            WorkerRole::Indexer => indexer::readiness(nats),
+            WorkerRole::Indexer => indexer::readiness(nats, &self.gateway_config().storage),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.context("failed to bind an operations port")?;
         let url = format!("http://{}", listener.local_addr()?);

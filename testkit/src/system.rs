@@ -41,6 +41,7 @@ pub struct SystemBuilder {
     with_search: bool,
     indexer_config: Option<IndexerConfigChange>,
     role_users: bool,
+    message_shards: u32,
 }
 
 impl SystemBuilder {
@@ -48,6 +49,12 @@ impl SystemBuilder {
     /// runs as its own user, opening it only, as a deployment with `NATTER_NATS_USER` does.
     pub fn with_role_users(mut self) -> Self {
         self.role_users = true;
+        self
+    }
+
+    /// Log shards new conversations are spread over (`NATTER_MESSAGE_SHARDS`), for every role.
+    pub fn message_shards(mut self, count: u32) -> Self {
+        self.message_shards = count;
         self
     }
 
@@ -137,6 +144,9 @@ impl SystemBuilder {
         let mut fanout_config = self.fanout_config;
         fanout_config.redis_url = redis.as_ref().map(RedisServer::url);
         let mut push_config = self.push_config;
+        for storage in [&mut gateway_config.storage, &mut fanout_config.storage, &mut media_config.storage].into_iter().chain(push_config.as_mut().map(|config| &mut config.storage)) {
+            storage.message_shards = self.message_shards;
+        }
         if self.role_users {
             let mut settings = vec![&mut gateway_config.storage, &mut fanout_config.storage, &mut media_config.storage];
             settings.extend(push_config.as_mut().map(|config| &mut config.storage));
@@ -224,6 +234,7 @@ impl TestSystem {
             with_search: false,
             indexer_config: None,
             role_users: false,
+            message_shards: 1,
         }
     }
 
@@ -260,18 +271,27 @@ impl TestSystem {
         Ok(index)
     }
 
+    /// The shard count processes started from now on run with, as a rolling change of `NATTER_MESSAGE_SHARDS` does.
+    pub fn set_message_shards(&mut self, count: u32) {
+        for storage in [&mut self.gateway_config.storage, &mut self.fanout_config.storage, &mut self.media_config.storage] {
+            storage.message_shards = count;
+        }
+    }
+
     /// Starts another fanout worker; returns its index. It is ready once its consumer exists.
     pub async fn add_fanout(&mut self) -> anyhow::Result<usize> {
         let nats = self.connect_role(Role::Fanout).await?;
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(fanout::run(self.fanout_config.clone(), nats, shutdown.clone()));
         self.fanouts.push(Running { address: None, shutdown, task: Some(task) });
-        self.wait_for_consumer(Role::Fanout, subjects::MESSAGE_STREAM, subjects::FANOUT_CONSUMER).await?;
+        // The last shard's consumer is made last.
+        let last_shard = subjects::Shard(self.fanout_config.storage.message_shards.max(1) - 1).message_stream();
+        self.wait_for_consumer(Role::Fanout, &last_shard, subjects::FANOUT_CONSUMER).await?;
         Ok(self.fanouts.len() - 1)
     }
 
     /// A worker is ready once its durable consumer exists; asked on the worker's own user, which may read it.
-    async fn wait_for_consumer(&self, role: Role, stream: &'static str, consumer: &'static str) -> anyhow::Result<()> {
+    async fn wait_for_consumer(&self, role: Role, stream: &str, consumer: &'static str) -> anyhow::Result<()> {
         let jetstream = async_nats::jetstream::new(self.connect_role(role).await?);
         crate::wait_until(&format!("the {consumer} consumer exists"), Duration::from_secs(20), || {
             let jetstream = jetstream.clone();
@@ -322,6 +342,7 @@ impl TestSystem {
     /// Starts another search indexer with its own index directory; returns its index once the search service answers.
     pub async fn add_indexer(&mut self) -> anyhow::Result<usize> {
         let mut config = IndexerConfig::new(self.index_dir(self.indexers.len()));
+        config.storage.message_shards = self.gateway_config.storage.message_shards;
         if let Some(change) = &self.indexer_config_change {
             change(&mut config);
         }
@@ -374,13 +395,17 @@ impl TestSystem {
     /// Waits until every log entry is fanned out and every push job is finished (acked or dead-lettered).
     pub async fn wait_until_push_settled(&self, deadline: Duration) -> anyhow::Result<()> {
         let jetstream = async_nats::jetstream::new(self.connect_nats().await?);
+        let shards = self.fanout_config.storage.message_shards;
         crate::wait_until("fanout and push queues are empty", deadline, || {
             let jetstream = jetstream.clone();
             async move {
-                let fanout_idle = match jetstream.get_stream(subjects::MESSAGE_STREAM).await {
-                    Ok(stream) => stream.consumer_info(subjects::FANOUT_CONSUMER).await.is_ok_and(|info| info.num_pending == 0 && info.num_ack_pending == 0),
-                    Err(_) => false,
-                };
+                let mut fanout_idle = true;
+                for shard in subjects::Shard::all(shards) {
+                    fanout_idle &= match jetstream.get_stream(shard.message_stream()).await {
+                        Ok(stream) => stream.consumer_info(subjects::FANOUT_CONSUMER).await.is_ok_and(|info| info.num_pending == 0 && info.num_ack_pending == 0),
+                        Err(_) => false,
+                    };
+                }
                 let push_idle = match jetstream.get_stream(subjects::PUSH_STREAM).await {
                     Ok(mut stream) => stream.info().await.is_ok_and(|info| info.state.messages == 0),
                     Err(_) => false,

@@ -31,6 +31,7 @@ mod request_ids;
 mod search;
 mod search_analysts;
 mod search_recovery;
+mod sharding;
 mod slow_client;
 mod sync;
 mod web_client;

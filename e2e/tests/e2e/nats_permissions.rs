@@ -17,9 +17,13 @@ const WAIT: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn every_role_on_its_own_user_delivers_indexes_and_violates_nothing() -> anyhow::Result<()> {
-    let system = TestSystem::builder().with_role_users().with_search().start().await?;
+    // Three log shards, and a group outside shard 0: every shard's stream, buckets and consumers, and the search feed, are reached.
+    let system = TestSystem::builder().with_role_users().with_search().message_shards(3).start().await?;
     let (alice, bob) = (system.api(0, "alice"), system.api(0, "bob"));
-    let group = alice.create_group("least privilege", &["bob"]).await?;
+    let mut group = alice.create_group("least privilege", &["bob"]).await?;
+    while crate::sharding::shard_of(&system, &group.id).await? == subjects::Shard::FIRST {
+        group = alice.create_group("least privilege", &["bob"]).await?;
+    }
     let mut bob_phone = system.connect(0, "bob", "phone").await?;
     alice.send_text_ok(&group.id, "m1", "through the gateway and the fanout").await?;
     let messages = bob_phone.messages_until(&group.id, 1, WAIT).await?;

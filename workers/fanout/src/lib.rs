@@ -18,7 +18,9 @@ use async_nats::HeaderMap;
 use futures::StreamExt;
 use schemas::ServerFrame;
 use store::{LogReader, MembershipCache, MulticastGroups, Storage};
-use subjects::{Id, StorageSettings};
+use async_nats::jetstream::consumer::pull::Stream as PullMessages;
+use async_nats::jetstream::consumer::PullConsumer;
+use subjects::{Id, Shard, StorageSettings};
 use tokio_util::sync::CancellationToken;
 
 /// How long a message whose members could not be read waits before it is offered again.
@@ -63,13 +65,20 @@ impl FanoutConfig {
     }
 }
 
-/// What the fanout's `/readyz` checks: NATS, the log, the shared durable consumer, and the presence Redis when one is configured.
-pub fn readiness(nats: async_nats::Client, redis_url: Option<&str>) -> anyhow::Result<telemetry::Readiness> {
+/// What the fanout's `/readyz` checks: NATS, every log shard and its shared durable consumer, and the presence Redis when one is configured.
+pub fn readiness(nats: async_nats::Client, redis_url: Option<&str>, settings: &StorageSettings) -> anyhow::Result<telemetry::Readiness> {
     let redis = redis_url.map(presence_probe::lazy_connection).transpose()?;
-    Ok(telemetry::Readiness::new(nats).stream(subjects::MESSAGE_STREAM).consumer(subjects::MESSAGE_STREAM, subjects::FANOUT_CONSUMER).redis(redis))
+    let mut readiness = telemetry::Readiness::new(nats).redis(redis);
+    for shard in Shard::all(settings.message_shards) {
+        readiness = readiness.stream(shard.message_stream()).consumer(shard.message_stream(), subjects::FANOUT_CONSUMER);
+    }
+    Ok(readiness)
 }
 
 /// Runs until `shutdown`; in-flight work that was not acked is redelivered to a sibling.
+///
+/// Every copy consumes every log shard, each through that shard's shared durable consumer, so
+/// copies share each shard's work and one busy shard never holds up another's entries.
 pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: CancellationToken) -> anyhow::Result<()> {
     let storage = store::retry_at_startup("provision streams and buckets", || Storage::provision(async_nats::jetstream::new(nats.clone()), &config.storage))
         .await
@@ -77,12 +86,16 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
     let (membership, membership_task) = MembershipCache::start(nats.clone(), &storage, shutdown.clone()).await?;
     let reader = LogReader::new(storage.clone());
     let (multicast, multicast_task) = MulticastGroups::start(&nats, &storage, shutdown.clone()).await?;
-    let consumer = storage
-        .messages
-        .create_consumer(subjects::fanout_consumer_config(config.ack_wait))
-        .await
-        .context("failed to open the fanout consumer")?;
-    let mut messages = store::open_pull_messages(&consumer).await.context("failed to pull from the fanout consumer")?;
+    let mut consumers = Vec::new();
+    for shard in storage.every_shard().await? {
+        let consumer = shard
+            .messages
+            .create_consumer(subjects::fanout_consumer_config(config.ack_wait))
+            .await
+            .with_context(|| format!("failed to open the fanout consumer of {}", shard.shard.message_stream()))?;
+        let messages = store::open_pull_messages(&consumer).await.context("failed to pull from the fanout consumer")?;
+        consumers.push((shard.shard, consumer, messages));
+    }
     let (push, registered_users_task) = match &config.redis_url {
         Some(url) => {
             let push = store::retry_at_startup("provision push storage", || store::PushStorage::provision(nats.clone(), &config.storage)).await.context("failed to provision push storage")?;
@@ -95,13 +108,30 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
             (None, None)
         }
     };
-    let backlog_task = tokio::spawn(telemetry::sample_consumer_backlog(
-        nats.clone(),
-        subjects::MESSAGE_STREAM.to_owned(),
-        subjects::FANOUT_CONSUMER.to_owned(),
-        shutdown.clone(),
-    ));
-    tracing::info!("fanout running");
+    let backlog_tasks: Vec<_> = consumers
+        .iter()
+        .map(|(shard, _, _)| tokio::spawn(telemetry::sample_consumer_backlog(nats.clone(), shard.message_stream(), subjects::FANOUT_CONSUMER.to_owned(), shutdown.clone())))
+        .collect();
+    tracing::info!(shards = consumers.len(), "fanout running");
+    let context = Fanout { nats: &nats, membership: &membership, reader: &reader, push: push.as_ref(), multicast: &multicast, multicast_grace: config.multicast_grace };
+    let shard_loops = consumers.into_iter().map(|(_, consumer, messages)| consume_shard(&context, consumer, messages, &shutdown));
+    futures::future::join_all(shard_loops).await;
+    // Aborted, not awaited: the loops can also end without shutdown (a consumer's stream closed).
+    for task in backlog_tasks {
+        task.abort();
+    }
+    let _ = membership_task.await;
+    let _ = multicast_task.await;
+    if let Some(task) = registered_users_task {
+        let _ = task.await;
+    }
+    nats.flush().await.context("failed to flush NATS")?;
+    tracing::info!("fanout stopped");
+    Ok(())
+}
+
+/// Fans one shard's entries out, in the order the consumer hands them over, until `shutdown`.
+async fn consume_shard(context: &Fanout<'_>, consumer: PullConsumer, mut messages: PullMessages, shutdown: &CancellationToken) {
     loop {
         let next = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -118,21 +148,9 @@ pub async fn run(config: FanoutConfig, nats: async_nats::Client, shutdown: Cance
         let request_id = message.headers.as_ref().and_then(|headers| headers.get(subjects::HEADER_REQUEST_ID)).map(|id| id.as_str().to_owned());
         let span = tracing::info_span!("fanout", request_id = request_id.as_deref().unwrap_or(""), subject = %message.subject);
         // Every line logged while handling the entry, acks and retries included, names the request that appended it.
-        let context = Fanout { nats: &nats, membership: &membership, reader: &reader, push: push.as_ref(), multicast: &multicast, multicast_grace: config.multicast_grace };
-        let handling = handle_log_entry(&context, &message, request_id.as_deref());
+        let handling = handle_log_entry(context, &message, request_id.as_deref());
         tracing::Instrument::instrument(handling, span).await;
     }
-    drop(messages);
-    // Aborted, not awaited: the loop can also end without shutdown (the consumer's stream closed).
-    backlog_task.abort();
-    let _ = membership_task.await;
-    let _ = multicast_task.await;
-    if let Some(task) = registered_users_task {
-        let _ = task.await;
-    }
-    nats.flush().await.context("failed to flush NATS")?;
-    tracing::info!("fanout stopped");
-    Ok(())
 }
 
 /// Fans one log entry out, then acks it, terminates it (unreadable) or naks it for a later retry.

@@ -169,7 +169,7 @@ async fn publish_messages(
             None,
         );
         let bytes = schemas::encode_stored_message(&StoredMessage::message(message, 0));
-        let subject = subjects::message_subject(&Id::parse(&conversation_id(conversation))?);
+        let subject = subjects::Shard::FIRST.message_subject(&Id::parse(&conversation_id(conversation))?);
         acks.push(storage.jetstream.publish(subject, bytes.into()).await.context("failed to publish a benchmark message")?);
         if acks.len() == PUBLISH_WINDOW {
             for ack in acks.drain(..) {

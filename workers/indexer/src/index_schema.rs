@@ -119,31 +119,50 @@ pub struct OpenedIndex {
     pub index: Index,
     pub fields: SearchFields,
     pub indexed_stream_seq: u64,
+    /// The stream `indexed_stream_seq` is a sequence of.
+    pub feed: String,
 }
 
 /// Opens the index under `directory` (creating it when absent) and reads the position its last commit stored.
-pub fn open_index(directory: &Path) -> anyhow::Result<OpenedIndex> {
+///
+/// A position in another stream than `feed` means nothing here (the log went from one shard to
+/// several, so the indexer now follows the search feed): the index starts over, empty, from the
+/// feed's beginning, which holds every shard's whole history.
+pub fn open_index(directory: &Path, feed: &str) -> anyhow::Result<OpenedIndex> {
     let layout_directory = directory.join(LAYOUT_DIRECTORY);
     std::fs::create_dir_all(&layout_directory).with_context(|| format!("failed to create the index directory {}", layout_directory.display()))?;
     let (schema, fields) = SearchFields::schema();
     let mmap = MmapDirectory::open(&layout_directory).with_context(|| format!("failed to open the index directory {}", layout_directory.display()))?;
     let index = Index::open_or_create(mmap, schema).context("failed to open the search index (a different layout needs a reindex)")?;
     index.tokenizers().register(TEXT_ANALYZER, text_analyzer());
-    let indexed_stream_seq = committed_stream_seq(&index)?;
-    Ok(OpenedIndex { index, fields, indexed_stream_seq })
+    let mut committed = committed_position(&index)?;
+    if committed.indexed_stream_seq > 0 && committed.stream.as_deref().unwrap_or(subjects::MESSAGE_STREAM) != feed {
+        tracing::warn!(was = committed.stream.as_deref().unwrap_or(subjects::MESSAGE_STREAM), now = feed, "the index followed another stream; rebuilding it from the start");
+        let mut writer: tantivy::IndexWriter = index.writer(REBUILD_WRITER_MEMORY_BYTES).context("failed to open the index writer to start over")?;
+        writer.delete_all_documents().context("failed to empty the index")?;
+        let mut prepared = writer.prepare_commit().context("failed to prepare the emptied index's commit")?;
+        prepared.set_payload(&commit_payload(0, feed));
+        prepared.commit().context("failed to commit the emptied index")?;
+        writer.wait_merging_threads().context("failed to finish index merges")?;
+        committed = IndexCommitPayload { v: 1, indexed_stream_seq: 0, stream: Some(feed.to_owned()) };
+    }
+    Ok(OpenedIndex { index, fields, indexed_stream_seq: committed.indexed_stream_seq, feed: feed.to_owned() })
 }
 
+/// Memory for the one-off writer that empties an index that must start over.
+const REBUILD_WRITER_MEMORY_BYTES: usize = 15_000_000;
+
 /// The log position stored in the index's last commit; 0 for a new index.
-pub fn committed_stream_seq(index: &Index) -> anyhow::Result<u64> {
+fn committed_position(index: &Index) -> anyhow::Result<IndexCommitPayload> {
     let metas = index.load_metas().context("failed to read the index's commit")?;
     match metas.payload {
-        None => Ok(0),
-        Some(payload) => Ok(IndexCommitPayload::from_bytes(payload.as_bytes()).context("the index's commit payload is unreadable")?.indexed_stream_seq),
+        None => Ok(IndexCommitPayload { v: 1, indexed_stream_seq: 0, stream: None }),
+        Some(payload) => IndexCommitPayload::from_bytes(payload.as_bytes()).context("the index's commit payload is unreadable"),
     }
 }
 
-pub fn commit_payload(indexed_stream_seq: u64) -> String {
-    String::from_utf8(IndexCommitPayload { v: 1, indexed_stream_seq }.to_bytes()).expect("JSON is UTF-8")
+pub fn commit_payload(indexed_stream_seq: u64, feed: &str) -> String {
+    String::from_utf8(IndexCommitPayload { v: 1, indexed_stream_seq, stream: Some(feed.to_owned()) }.to_bytes()).expect("JSON is UTF-8")
 }
 
 #[cfg(test)]

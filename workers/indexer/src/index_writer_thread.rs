@@ -83,10 +83,11 @@ impl IndexWriterHandle {
         }))));
         let (commands_tx, commands_rx) = mpsc::channel(COMMAND_QUEUE);
         let fields = opened.fields;
+        let feed = opened.feed.clone();
         let published = snapshot.clone();
         let thread = std::thread::Builder::new()
             .name("index-writer".to_owned())
-            .spawn(move || apply_commands(writer, reader, fields, commands_rx, published))
+            .spawn(move || apply_commands(writer, reader, fields, &feed, commands_rx, published))
             .context("failed to start the index writer thread")?;
         Ok((IndexWriterHandle { commands_tx, thread }, snapshot))
     }
@@ -118,6 +119,7 @@ fn apply_commands(
     mut writer: IndexWriter,
     reader: IndexReader,
     fields: SearchFields,
+    feed: &str,
     mut commands_rx: mpsc::Receiver<WriterCommand>,
     snapshot: SharedSnapshot,
 ) -> anyhow::Result<()> {
@@ -146,7 +148,7 @@ fn apply_commands(
                 writer.delete_all_documents().context("failed to clear the index")?;
             }
             WriterCommand::Commit { through_seq, done } => {
-                let outcome = commit(&mut writer, &reader, through_seq, &snapshot);
+                let outcome = commit(&mut writer, &reader, through_seq, feed, &snapshot);
                 changes.clear();
                 let failed = outcome.as_ref().err().map(|error| format!("{error:#}"));
                 if let Some(done) = done {
@@ -164,9 +166,9 @@ fn apply_commands(
     Ok(())
 }
 
-fn commit(writer: &mut IndexWriter, reader: &IndexReader, through_seq: u64, snapshot: &SharedSnapshot) -> anyhow::Result<()> {
+fn commit(writer: &mut IndexWriter, reader: &IndexReader, through_seq: u64, feed: &str, snapshot: &SharedSnapshot) -> anyhow::Result<()> {
     let mut prepared = writer.prepare_commit().context("failed to prepare an index commit")?;
-    prepared.set_payload(&commit_payload(through_seq));
+    prepared.set_payload(&commit_payload(through_seq, feed));
     prepared.commit().context("failed to commit the index")?;
     reader.reload().context("failed to reload the index reader")?;
     snapshot.replace(SearchSnapshot { searcher: reader.searcher(), indexed_stream_seq: through_seq });

@@ -98,9 +98,9 @@ impl IndexerConfig {
     }
 }
 
-/// What an indexer's `/readyz` checks: NATS and the log (its consumer is ephemeral, recreated whenever it breaks).
-pub fn readiness(nats: async_nats::Client) -> telemetry::Readiness {
-    telemetry::Readiness::new(nats).stream(subjects::MESSAGE_STREAM)
+/// What an indexer's `/readyz` checks: NATS and the stream it follows (its consumer is ephemeral, recreated whenever it breaks).
+pub fn readiness(nats: async_nats::Client, settings: &StorageSettings) -> telemetry::Readiness {
+    telemetry::Readiness::new(nats).stream(&subjects::search_feed_stream(settings))
 }
 
 /// Runs until `shutdown`: indexes the log and answers searches; what was read is committed before it returns.
@@ -111,7 +111,8 @@ pub async fn run(config: IndexerConfig, nats: async_nats::Client, shutdown: Canc
         .context("failed to provision streams and buckets")?;
     let search_storage = store::retry_at_startup("provision search storage", || SearchStorage::provision(&storage, &config.storage)).await.context("failed to provision search storage")?;
     let index_dir = config.index_dir.clone();
-    let opened = tokio::task::spawn_blocking(move || index_schema::open_index(&index_dir)).await.context("index opening panicked")??;
+    let feed = search_storage.feed_name().to_owned();
+    let opened = tokio::task::spawn_blocking(move || index_schema::open_index(&index_dir, &feed)).await.context("index opening panicked")??;
     telemetry::indexer_metrics().indexed_stream_seq.set(i64::try_from(opened.indexed_stream_seq).unwrap_or(i64::MAX));
     let (writer, snapshot) = index_writer_thread::IndexWriterHandle::start(&opened)?;
     let index = searcher::SearchIndex { fields: opened.fields, snapshot: snapshot.clone() };

@@ -48,7 +48,8 @@ pub async fn reindex(config: &IndexerConfig, nats: async_nats::Client, mut on_pr
         .context("failed to provision streams and buckets")?;
     let search_storage = store::retry_at_startup("provision search storage", || SearchStorage::provision(&storage, &config.storage)).await.context("failed to provision search storage")?;
     let index_dir = config.index_dir.clone();
-    let opened = tokio::task::spawn_blocking(move || open_index(&index_dir)).await.context("index opening panicked")??;
+    let feed = search_storage.feed_name().to_owned();
+    let opened = tokio::task::spawn_blocking(move || open_index(&index_dir, &feed)).await.context("index opening panicked")??;
     let (writer, _snapshot) = IndexWriterHandle::start(&opened)?;
     let outcome = rebuild(&search_storage, &writer, config, &mut on_progress).await;
     let finished = writer.finish().await;

@@ -18,7 +18,7 @@ struct TestIndex {
 
 async fn test_index() -> TestIndex {
     let directory = tempfile::tempdir().unwrap();
-    let opened = open_index(directory.path()).unwrap();
+    let opened = open_index(directory.path(), subjects::MESSAGE_STREAM).unwrap();
     let (writer, snapshot) = IndexWriterHandle::start(&opened).unwrap();
     TestIndex { _directory: directory, writer, index: SearchIndex { fields: opened.fields, snapshot } }
 }
@@ -98,7 +98,7 @@ async fn a_redelivered_entry_replaces_its_document_and_expired_ones_go() {
 async fn the_commit_payload_is_where_a_reopened_index_resumes() {
     let directory = tempfile::tempdir().unwrap();
     {
-        let opened = open_index(directory.path()).unwrap();
+        let opened = open_index(directory.path(), subjects::MESSAGE_STREAM).unwrap();
         assert_eq!(opened.indexed_stream_seq, 0);
         let (writer, _) = IndexWriterHandle::start(&opened).unwrap();
         writer.send(WriterCommand::Index { stream_seq: 7, message: Box::new(message("a", 1, "alice", DAY, Body::text("kept"))) }).await.unwrap();
@@ -107,7 +107,7 @@ async fn the_commit_payload_is_where_a_reopened_index_resumes() {
         writer.send(WriterCommand::Index { stream_seq: 8, message: Box::new(message("a", 2, "alice", DAY, Body::text("lost"))) }).await.unwrap();
         writer.finish().await.unwrap();
     }
-    let opened = open_index(directory.path()).unwrap();
+    let opened = open_index(directory.path(), subjects::MESSAGE_STREAM).unwrap();
     assert_eq!(opened.indexed_stream_seq, 7);
     let (writer, snapshot) = IndexWriterHandle::start(&opened).unwrap();
     assert_eq!(snapshot.current().searcher.num_docs(), 1);

@@ -21,7 +21,7 @@ async fn publish_messages(nats: &async_nats::Client, count: u64) -> anyhow::Resu
             None,
         );
         let bytes = schemas::encode_stored_message(&StoredMessage::message(message, 0));
-        jetstream.publish(subjects::message_subject(&Id::parse("g-1")?), bytes.into()).await?.await?;
+        jetstream.publish(subjects::Shard::FIRST.message_subject(&Id::parse("g-1")?), bytes.into()).await?.await?;
     }
     Ok(())
 }
