@@ -19,7 +19,6 @@ pub struct Storage {
     pub members: kv::Store,
     pub memberships: kv::Store,
     pub mentions: kv::Store,
-    pub receipts: kv::Store,
     pub multicast: kv::Store,
     shards: Arc<ShardTable>,
 }
@@ -71,7 +70,6 @@ impl Storage {
             members: open(subjects::MEMBERS_BUCKET).await?,
             memberships: open(subjects::MEMBERSHIPS_BUCKET).await?,
             mentions: open(subjects::MENTIONS_BUCKET).await?,
-            receipts: open(subjects::RECEIPTS_BUCKET).await?,
             multicast: open(subjects::MULTICAST_BUCKET).await?,
             shards: Arc::new(ShardTable::new(jetstream.clone(), count, shards)),
             jetstream,

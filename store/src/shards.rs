@@ -24,6 +24,7 @@ pub struct LogShard {
     pub thread_index: kv::Store,
     pub message_state: kv::Store,
     pub client_msg_ids: kv::Store,
+    pub receipts: kv::Store,
 }
 
 impl LogShard {
@@ -54,6 +55,7 @@ impl LogShard {
             thread_index: open_bucket(shard.thread_index_bucket()).await?,
             message_state: open_bucket(shard.message_state_bucket()).await?,
             client_msg_ids: open_bucket(shard.client_msg_id_bucket()).await?,
+            receipts: open_bucket(shard.receipts_bucket()).await?,
         })
     }
 

@@ -254,7 +254,6 @@ pub fn bucket_configs(settings: &StorageSettings) -> Vec<kv::Config> {
         bucket(MEMBERS_BUCKET, "membership: <conversation>.<user> -> role", forever, settings),
         bucket(MEMBERSHIPS_BUCKET, "membership: <user>.<conversation>", forever, settings),
         bucket(MULTICAST_BUCKET, "multicast groups: <conversation> -> since", forever, settings),
-        bucket(RECEIPTS_BUCKET, "watermarks: <conversation>.<user>[.<device>] -> read, delivered", forever, settings),
         mentions_bucket(settings),
     ]
 }

@@ -275,7 +275,7 @@ pub fn permissions(role: Role) -> Permissions {
         Role::Gateway => {
             for shard in shards() {
                 grants.read_stream(&shard.message_stream()).append(&[shard.message_subjects_filter()]);
-                for bucket in [shard.message_index_bucket(), shard.thread_index_bucket(), shard.message_state_bucket(), shard.client_msg_id_bucket()] {
+                for bucket in [shard.message_index_bucket(), shard.thread_index_bucket(), shard.message_state_bucket(), shard.client_msg_id_bucket(), shard.receipts_bucket()] {
                     grants.write_bucket(&bucket);
                 }
             }
@@ -283,7 +283,6 @@ pub fn permissions(role: Role) -> Permissions {
                 crate::CONVERSATIONS_BUCKET,
                 crate::MEMBERSHIPS_BUCKET,
                 crate::MENTIONS_BUCKET,
-                crate::RECEIPTS_BUCKET,
                 media::MEDIA_RECORDS_BUCKET,
                 push::PUSH_DEVICES_BUCKET,
                 push::NOTIFICATION_SETTINGS_BUCKET,
@@ -341,10 +340,13 @@ pub fn permissions(role: Role) -> Permissions {
             open_core_buckets(&mut grants);
             // The notification's preview is the message itself, read like history: index, then the log.
             for shard in shards() {
-                grants.read_stream(&shard.message_stream()).read_bucket(&shard.message_index_bucket()).read_bucket(&shard.message_state_bucket());
+                grants
+                    .read_stream(&shard.message_stream())
+                    .read_bucket(&shard.message_index_bucket())
+                    .read_bucket(&shard.message_state_bucket())
+                    .read_bucket(&shard.receipts_bucket());
             }
             grants
-                .read_bucket(crate::RECEIPTS_BUCKET)
                 // A notification says when the unread messages mention the user.
                 .read_bucket(crate::MENTIONS_BUCKET)
                 .read_bucket(crate::CONVERSATIONS_BUCKET)

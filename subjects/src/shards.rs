@@ -1,11 +1,13 @@
 //! The message log's shards: which stream and per-message buckets hold a conversation, and where a new conversation goes.
 //!
 //! A shard is one log stream plus the buckets written on every send (index, thread index,
-//! folded states, idempotency records), so all of a send's JetStream writes scale out together.
+//! folded states, idempotency records, receipts), so all of a send's JetStream writes scale out together.
 //! Shard 0 keeps the original names (`MESSAGES`, `msg.<conv>`, `msgindex`, ...), so a deployment
 //! that never sets a shard count, or that had one stream before, needs no migration: raising the
 //! count only sends *new* conversations to the new shards, and a conversation's shard, recorded
 //! with it at creation, never changes.
+
+use std::time::Duration;
 
 use async_nats::jetstream::{kv, stream};
 
@@ -79,6 +81,11 @@ impl Shard {
         self.suffixed(crate::CLIENT_MSG_ID_BUCKET)
     }
 
+    /// Watermarks are written by every send (the sender's read) and every read and delivery, keyed by conversation.
+    pub fn receipts_bucket(self) -> String {
+        self.suffixed(crate::RECEIPTS_BUCKET)
+    }
+
     /// The shard's log stream.
     pub fn message_stream_config(self, settings: &StorageSettings) -> stream::Config {
         stream::Config {
@@ -109,12 +116,13 @@ impl Shard {
             crate::layout::bucket(&self.thread_index_bucket(), &format!("thread index, shard {shard}: <conversation>.<parent seq>.<reply seq> -> stream sequence"), ttl, settings),
             crate::layout::bucket(&self.message_state_bucket(), &format!("folded state, shard {shard}: <conversation>.<seq> -> edits, delete, reactions"), ttl, settings),
             crate::layout::bucket(&self.client_msg_id_bucket(), &format!("idempotency, shard {shard}: <conversation>.<client_msg_id> -> ack"), ttl, settings),
+            crate::layout::bucket(&self.receipts_bucket(), &format!("watermarks, shard {shard}: <conversation>.<user>[.<device>] -> read, delivered"), Duration::ZERO, settings),
         ]
     }
 
     /// Every stream name of the shard: its log and its buckets' streams.
     pub fn stream_names(self) -> Vec<String> {
-        let buckets = [self.message_index_bucket(), self.thread_index_bucket(), self.message_state_bucket(), self.client_msg_id_bucket()];
+        let buckets = [self.message_index_bucket(), self.thread_index_bucket(), self.message_state_bucket(), self.client_msg_id_bucket(), self.receipts_bucket()];
         std::iter::once(self.message_stream()).chain(buckets.iter().map(|bucket| crate::kv_stream_name(bucket))).collect()
     }
 }

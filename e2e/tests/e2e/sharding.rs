@@ -11,6 +11,7 @@ use testkit::{wait_until, Api, TestSystem};
 use crate::search::{hits, wait_until_indexed};
 
 const WAIT: Duration = Duration::from_secs(30);
+/// At least this many conversations, more until every shard holds one.
 const CONVERSATIONS: usize = 9;
 const PER_CONVERSATION: u64 = 12;
 
@@ -44,15 +45,15 @@ async fn conversations_spread_over_shards_keep_their_order_and_every_read_path_f
     let system = TestSystem::builder().message_shards(3).gateways(2).fanouts(2).with_search().start().await?;
     let alice = [system.api(0, "alice"), system.api(1, "alice")];
     let mut bob = system.connect(1, "bob", "phone").await?;
+    // Placement is a hash of a random id: groups are made until every shard has one (the spread itself is a unit test's).
     let mut conversations = Vec::new();
-    for n in 0..CONVERSATIONS {
-        conversations.push(alice[n % 2].create_group(&format!("g{n}"), &["bob"]).await?.id);
-    }
     let mut per_shard: BTreeMap<Shard, usize> = BTreeMap::new();
-    for conversation in &conversations {
-        *per_shard.entry(shard_of(&system, conversation).await?).or_default() += 1;
+    while conversations.len() < CONVERSATIONS || per_shard.len() < 3 {
+        anyhow::ensure!(conversations.len() < 60, "60 groups and still a shard without one: {per_shard:?}");
+        let conversation = alice[conversations.len() % 2].create_group(&format!("g{}", conversations.len()), &["bob"]).await?.id;
+        *per_shard.entry(shard_of(&system, &conversation).await?).or_default() += 1;
+        conversations.push(conversation);
     }
-    assert_eq!(per_shard.len(), 3, "nine conversations land on all three shards: {per_shard:?}");
 
     send_interleaved(&alice, &conversations, 1, PER_CONVERSATION).await?;
     for conversation in &conversations {
@@ -87,7 +88,7 @@ async fn conversations_spread_over_shards_keep_their_order_and_every_read_path_f
     let (status, inbox) = system.api(0, "bob").get("/v1/conversations").await?;
     assert_eq!(status, StatusCode::OK, "{inbox}");
     let entries = inbox["conversations"].as_array().expect("an inbox");
-    assert_eq!(entries.len(), CONVERSATIONS);
+    assert_eq!(entries.len(), conversations.len());
     for entry in entries {
         // The edit and the reaction are entries of their own: the latest message is still 12, the unread entries 14.
         let changes = if entry["id"] == json!(elsewhere) { 2 } else { 0 };
@@ -96,7 +97,7 @@ async fn conversations_spread_over_shards_keep_their_order_and_every_read_path_f
     }
 
     // Search reads one feed of every shard: every conversation's messages are found.
-    wait_until_indexed(&system, CONVERSATIONS as u64 * PER_CONVERSATION).await?;
+    wait_until_indexed(&system, conversations.len() as u64 * PER_CONVERSATION).await?;
     let found = hits(&system.api(0, "bob"), "note 7").await?;
     let mut found_in: Vec<&str> = found.iter().filter(|(message, _)| message.seq == 7).map(|(message, _)| message.conversation_id.as_str()).collect();
     found_in.sort_unstable();
@@ -127,18 +128,18 @@ async fn raising_the_shard_count_moves_nothing_and_it_never_shrinks() -> anyhow:
     let alice = system.api(gateway, "alice");
     let mut bob = system.connect(gateway, "bob", "phone").await?;
 
-    let mut new = Vec::new();
-    for n in 0..CONVERSATIONS {
-        new.push(alice.create_group(&format!("after {n}"), &["bob"]).await?.id);
-    }
     for conversation in &old {
         assert_eq!(shard_of(&system, conversation).await?, Shard::FIRST, "{conversation} stays where it was");
     }
+    // New conversations go to all three shards: groups are made until each has one.
+    let mut new = Vec::new();
     let mut new_shards = std::collections::BTreeSet::new();
-    for conversation in &new {
-        new_shards.insert(shard_of(&system, conversation).await?);
+    while new_shards.len() < 3 {
+        anyhow::ensure!(new.len() < 60, "60 new groups and still a shard without one: {new_shards:?}");
+        let conversation = alice.create_group(&format!("after {}", new.len()), &["bob"]).await?.id;
+        new_shards.insert(shard_of(&system, &conversation).await?);
+        new.push(conversation);
     }
-    assert_eq!(new_shards.len(), 3, "new conversations spread over the three shards");
 
     // The old conversations keep their history and take new messages after it; the new ones start at 1.
     send_interleaved(std::slice::from_ref(&alice), &old, 4, 2).await?;
