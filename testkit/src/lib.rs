@@ -16,6 +16,7 @@ pub mod push_standins;
 mod role_process;
 pub mod role_users;
 mod system;
+mod test_nats;
 mod ws_client;
 
 pub use api::Api;
@@ -24,6 +25,7 @@ pub use operations::{declared_families, sample_value, scrape_metrics, Operations
 pub use process_system::{ProcessSystem, ProcessSystemBuilder};
 pub use role_process::{RoleName, RoleProcess};
 pub use system::{SystemBuilder, TestSystem};
+pub use test_nats::TestNats;
 pub use ws_client::{SilentSocket, WsClient};
 
 /// How often `wait_until` re-checks its condition.

@@ -16,6 +16,7 @@ use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::test_nats::TestNats;
 use crate::{Api, ClamdServer, NatsServer, RedisServer, WsClient};
 
 const TEST_SECRET: &str = "natter-test-secret-that-is-long-enough-for-hs256";
@@ -42,6 +43,7 @@ pub struct SystemBuilder {
     indexer_config: Option<IndexerConfigChange>,
     role_users: bool,
     message_shards: u32,
+    nats_cluster: bool,
 }
 
 impl SystemBuilder {
@@ -49,6 +51,12 @@ impl SystemBuilder {
     /// runs as its own user, opening it only, as a deployment with `NATTER_NATS_USER` does.
     pub fn with_role_users(mut self) -> Self {
         self.role_users = true;
+        self
+    }
+
+    /// A 3-node NATS cluster from `nats-config/` instead of one server, every stream and bucket R3.
+    pub fn on_nats_cluster(mut self) -> Self {
+        self.nats_cluster = true;
         self
     }
 
@@ -122,9 +130,11 @@ impl SystemBuilder {
     pub async fn start(self) -> anyhow::Result<TestSystem> {
         crate::init_tracing();
         let store = tempfile::tempdir().context("failed to create a store dir")?;
-        let nats = match self.role_users {
-            true => crate::role_users::start_nats_with_role_users(store.path()).await?,
-            false => NatsServer::start(store.path()).await?,
+        let nats = match (self.role_users, self.nats_cluster) {
+            (true, false) => TestNats::Single(crate::role_users::start_nats_with_role_users(store.path()).await?),
+            (false, false) => TestNats::Single(NatsServer::start(store.path()).await?),
+            (false, true) => TestNats::Cluster(crate::NatsCluster::start(store.path()).await?),
+            (true, true) => anyhow::bail!("role users are tested on one server; the cluster runs without users"),
         };
         let redis = match self.with_redis {
             true => Some(RedisServer::start(&store.path().join("redis")).await?),
@@ -146,11 +156,14 @@ impl SystemBuilder {
         let mut push_config = self.push_config;
         for storage in [&mut gateway_config.storage, &mut fanout_config.storage, &mut media_config.storage].into_iter().chain(push_config.as_mut().map(|config| &mut config.storage)) {
             storage.message_shards = self.message_shards;
+            if self.nats_cluster {
+                storage.replicas = 3;
+            }
         }
         if self.role_users {
             let mut settings = vec![&mut gateway_config.storage, &mut fanout_config.storage, &mut media_config.storage];
             settings.extend(push_config.as_mut().map(|config| &mut config.storage));
-            crate::role_users::provision_then_open_only(&nats.client_url(), settings).await?;
+            crate::role_users::provision_then_open_only(&nats.server().client_url(), settings).await?;
         }
         let mut system = TestSystem {
             nats,
@@ -190,7 +203,7 @@ impl SystemBuilder {
 }
 
 pub struct TestSystem {
-    pub nats: NatsServer,
+    pub nats: TestNats,
     /// Presence and typing limits; tests may kill and restart it.
     redis: Option<RedisServer>,
     _store: TempDir,
@@ -235,6 +248,7 @@ impl TestSystem {
             indexer_config: None,
             role_users: false,
             message_shards: 1,
+            nats_cluster: false,
         }
     }
 
@@ -246,8 +260,8 @@ impl TestSystem {
     /// The connection `role` runs on: its own NATS user with role users, else an anonymous one.
     pub async fn connect_role(&self, role: Role) -> anyhow::Result<async_nats::Client> {
         match self.role_users {
-            true => crate::role_users::connect_as(&self.nats.client_url(), role).await,
-            false => async_nats::connect(self.nats.client_url()).await.context("failed to connect to the test nats-server"),
+            true => crate::role_users::connect_as(&self.nats.server().client_url(), role).await,
+            false => self.nats.connect().await,
         }
     }
 
@@ -343,6 +357,7 @@ impl TestSystem {
     pub async fn add_indexer(&mut self) -> anyhow::Result<usize> {
         let mut config = IndexerConfig::new(self.index_dir(self.indexers.len()));
         config.storage.message_shards = self.gateway_config.storage.message_shards;
+        config.storage.replicas = self.gateway_config.storage.replicas;
         if let Some(change) = &self.indexer_config_change {
             change(&mut config);
         }

@@ -32,7 +32,7 @@ async fn message_stream_leader(cluster: &NatsCluster) -> anyhow::Result<usize> {
 
 /// The shard beyond shard 0 holding the most messages so far, and how many each shard holds.
 async fn busiest_added_shard(cluster: &NatsCluster, shards: u32) -> anyhow::Result<(Shard, Vec<u64>)> {
-    let jetstream = async_nats::jetstream::new(async_nats::connect(cluster.client_urls()).await?);
+    let jetstream = async_nats::jetstream::new(async_nats::connect(cluster.node_client_url(0)).await?);
     let mut counts = Vec::new();
     for shard in Shard::all(shards) {
         counts.push(jetstream.get_stream(shard.message_stream()).await?.info().await?.state.messages);

@@ -1,4 +1,4 @@
-//! Multicast for large groups over real sockets: a 2,000-member group gets one publish per message, every connected member sees each message once and in order on two gateways, and interest follows who is connected and who is a member.
+//! Multicast for large groups over real sockets: a 2,000-member group gets one publish per message, every connected member sees each message once and in order on two gateways (on one server, and on a 3-node cluster with three log shards), and interest follows who is connected and who is a member.
 
 use std::time::Duration;
 
@@ -56,8 +56,24 @@ fn seqs_of(messages: &[schemas::Message]) -> Vec<u64> {
 async fn a_2000_member_group_gets_one_publish_per_message_and_every_member_here_sees_each_once_in_order() -> anyhow::Result<()> {
     // No grace: the group is flagged at creation, long before anyone connects, so nothing needs the per-member path.
     let system = TestSystem::builder().gateways(2).fanout_config(|config| config.multicast_grace = Duration::ZERO).start().await?;
+    one_publish_per_message_reaches_every_member_once_in_order(&system).await
+}
+
+#[tokio::test]
+async fn on_a_3_node_cluster_with_3_shards_a_2000_member_group_still_gets_one_publish_per_message() -> anyhow::Result<()> {
+    let system = TestSystem::builder()
+        .on_nats_cluster()
+        .message_shards(3)
+        .gateways(2)
+        .fanout_config(|config| config.multicast_grace = Duration::ZERO)
+        .start()
+        .await?;
+    one_publish_per_message_reaches_every_member_once_in_order(&system).await
+}
+
+async fn one_publish_per_message_reaches_every_member_once_in_order(system: &TestSystem) -> anyhow::Result<()> {
     let alice = system.api(0, "alice");
-    let group = large_group(&system, &alice).await?;
+    let group = large_group(system, &alice).await?;
     let (status, described) = alice.get(&format!("/v1/conversations/{group}")).await?;
     assert_eq!((status, described["members"].as_array().map(Vec::len)), (StatusCode::OK, Some(GROUP_SIZE)));
 

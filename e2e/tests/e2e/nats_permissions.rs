@@ -46,7 +46,7 @@ async fn every_role_on_its_own_user_delivers_indexes_and_violates_nothing() -> a
     testkit::wait_until("the edit is searchable", WAIT, || async { crate::search::hits(&bob, "privilege").await.is_ok_and(|found| found.len() == 1) }).await?;
     assert!(bob.get("/v1/conversations").await?.0.is_success(), "the inbox follows a change's pointer on the gateway's user");
 
-    let log = std::fs::read_to_string(system.nats.log_path())?;
+    let log = std::fs::read_to_string(system.nats.server().log_path())?;
     // nats-server logs each refusal as `… "$G/user:<role>" - Publish Violation - Subject "…"` (or Subscription).
     let violations: Vec<&str> = log.lines().filter(|line| line.contains(" Violation - ")).collect();
     assert!(violations.is_empty(), "a role needed more than its permissions:\n{}", violations.join("\n"));
@@ -80,7 +80,7 @@ async fn media_and_push_workers_do_their_jobs_on_their_own_users() -> anyhow::Re
     let scanned = crate::media::wait_for_scan(&alice, &media).await?;
     assert_eq!(scanned.status, MediaStatus::Ready, "scanned and thumbnailed by the media worker");
 
-    let log = std::fs::read_to_string(system.nats.log_path())?;
+    let log = std::fs::read_to_string(system.nats.server().log_path())?;
     let violations: Vec<&str> = log.lines().filter(|line| line.contains(" Violation - ")).collect();
     assert!(violations.is_empty(), "a role needed more than its permissions:\n{}", violations.join("\n"));
     Ok(())
@@ -142,12 +142,12 @@ async fn roles_cannot_delete_streams_or_take_over_consumers() -> anyhow::Result<
         jetstream.set_timeout(Duration::from_millis(500));
         jetstream
     };
-    let gateway = short(connect_as(&system.nats.client_url(), Role::Gateway).await?);
+    let gateway = short(connect_as(&system.nats.client_urls(), Role::Gateway).await?);
     assert!(gateway.delete_stream(subjects::MESSAGE_STREAM).await.is_err(), "the gateway deletes the log");
-    let indexer = short(connect_as(&system.nats.client_url(), Role::Indexer).await?);
+    let indexer = short(connect_as(&system.nats.client_urls(), Role::Indexer).await?);
     let messages = indexer.get_stream(subjects::MESSAGE_STREAM).await?;
     assert!(messages.delete_consumer(subjects::FANOUT_CONSUMER).await.is_err(), "the indexer deletes the fanout's consumer");
-    let push = short(connect_as(&system.nats.client_url(), Role::Push).await?);
+    let push = short(connect_as(&system.nats.client_urls(), Role::Push).await?);
     let config = subjects::fanout_consumer_config(Duration::from_secs(30));
     assert!(push.create_consumer_on_stream(config, subjects::MESSAGE_STREAM).await.is_err(), "the push worker reads the log as the fanout");
 

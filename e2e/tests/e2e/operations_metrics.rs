@@ -166,7 +166,7 @@ async fn readiness_waits_for_streams_and_consumers_and_follows_nats_down_and_bac
     system.add_fanout().await?;
     wait_until("the fanout is ready", WAIT, || is_ready(&fanout.url)).await?;
 
-    system.nats.kill().await;
+    system.nats.server_mut().kill().await;
     wait_until("the gateway reports NATS down", WAIT, || is_not_ready(&gateway)).await?;
     wait_until("the fanout reports NATS down", WAIT, || is_not_ready(&fanout.url)).await?;
     let (_, body) = get(&format!("{gateway}/readyz")).await?;
@@ -174,7 +174,7 @@ async fn readiness_waits_for_streams_and_consumers_and_follows_nats_down_and_bac
     // Liveness is not readiness: the process is alive and says so.
     assert_eq!(get(&format!("{gateway}/healthz")).await?.0, StatusCode::OK);
 
-    system.nats.restart().await?;
+    system.nats.server_mut().restart().await?;
     wait_until("the gateway is ready again", WAIT, || is_ready(&gateway)).await?;
     wait_until("the fanout is ready again", WAIT, || is_ready(&fanout.url)).await?;
     Ok(())

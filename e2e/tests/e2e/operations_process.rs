@@ -12,7 +12,7 @@ const WAIT: Duration = Duration::from_secs(30);
 async fn an_indexer_process_logs_json_and_serves_only_its_own_metrics_on_a_port_zero_listener() -> anyhow::Result<()> {
     let system = TestSystem::start().await?;
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_role_process")).arg("indexer")
-        .env("NATTER_NATS_URL", system.nats.client_url())
+        .env("NATTER_NATS_URL", system.nats.client_urls())
         .env("NATTER_SEARCH_INDEX_DIR", system.index_dir(0))
         .env("NATTER_METRICS_LISTEN", "127.0.0.1:0")
         .env("NATTER_LOG_FORMAT", "json")

@@ -16,7 +16,7 @@ struct IndexerProcess {
 impl IndexerProcess {
     fn start(system: &TestSystem) -> anyhow::Result<IndexerProcess> {
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_role_process")).arg("indexer")
-            .env("NATTER_NATS_URL", system.nats.client_url())
+            .env("NATTER_NATS_URL", system.nats.client_urls())
             .env("NATTER_SEARCH_INDEX_DIR", system.index_dir(0))
             .env("NATTER_SEARCH_REPLICA", "killed")
             .env("RUST_LOG", "warn")
