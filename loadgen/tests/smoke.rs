@@ -11,14 +11,14 @@ use loadgen::system_under_test::Target;
 /// The in-process system as a load-generator target (no pids: its gateways run in this test process).
 fn target_of(system: &testkit::TestSystem, gateways: usize) -> anyhow::Result<Target> {
     let gateways = (0..gateways).map(|gateway| system.http_url(gateway).trim_start_matches("http://").parse()).collect::<Result<Vec<_>, _>>()?;
-    Ok(Target { gateways, nats_url: system.nats.client_url(), jwt_secret: system.gateway_config().jwt.secret.clone(), processes: Vec::new() })
+    Ok(Target { gateways, nats_url: system.nats.client_urls(), jwt_secret: system.gateway_config().jwt.secret.clone(), processes: Vec::new() })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn smoke_run_delivers_and_measures_natter_and_the_baseline() -> anyhow::Result<()> {
     let system = testkit::TestSystem::start().await?;
     let gateway = system.http_url(0).trim_start_matches("http://").parse()?;
-    let target = Target { gateways: vec![gateway], nats_url: system.nats.client_url(), jwt_secret: system.gateway_config().jwt.secret.clone(), processes: Vec::new() };
+    let target = Target { gateways: vec![gateway], nats_url: system.nats.client_urls(), jwt_secret: system.gateway_config().jwt.secret.clone(), processes: Vec::new() };
     let mut options = LatencyOptions::smoke();
     options.worker_mode = WorkerMode::InProcess;
 
@@ -122,7 +122,7 @@ async fn soak_smoke_churns_connections_and_accounts_for_every_message() -> anyho
     let system = testkit::TestSystem::start().await?;
     let mut target = target_of(&system, 1)?;
     // In process, the gateway is this test's own process: its memory and files are what is sampled.
-    target.processes = vec![("test process (gateway in-process)".to_owned(), std::process::id()), ("nats-server".to_owned(), system.nats.pid())];
+    target.processes = vec![("test process (gateway in-process)".to_owned(), std::process::id()), ("nats-server".to_owned(), system.nats.server().pid())];
     let options = loadgen::scenario_soak::SoakOptions { population: loadgen::plan::Population { groups: 2, group_size: 5 }, cycles: 4 };
     let report = loadgen::scenario_soak::run_soak(&target, &options).await?;
     assert_eq!(report.messages_sent, 40);

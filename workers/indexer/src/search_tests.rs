@@ -115,6 +115,28 @@ async fn the_commit_payload_is_where_a_reopened_index_resumes() {
 }
 
 #[tokio::test]
+async fn an_index_built_on_another_stream_starts_over_empty_on_the_search_feed() {
+    let directory = tempfile::tempdir().unwrap();
+    {
+        let opened = open_index(directory.path(), subjects::MESSAGE_STREAM).unwrap();
+        let (writer, _) = IndexWriterHandle::start(&opened).unwrap();
+        writer.send(WriterCommand::Index { stream_seq: 7, message: Box::new(message("a", 1, "alice", DAY, Body::text("positions of MESSAGES"))) }).await.unwrap();
+        writer.commit_and_wait(7).await.unwrap();
+        writer.finish().await.unwrap();
+    }
+    let opened = open_index(directory.path(), subjects::SEARCH_FEED_STREAM).unwrap();
+    assert_eq!((opened.indexed_stream_seq, opened.feed.as_str()), (0, subjects::SEARCH_FEED_STREAM), "sequence 7 of MESSAGES means nothing in the feed");
+    let (writer, snapshot) = IndexWriterHandle::start(&opened).unwrap();
+    assert_eq!(snapshot.current().searcher.num_docs(), 0, "emptied, to be rebuilt from the feed");
+    writer.send(WriterCommand::Index { stream_seq: 2, message: Box::new(message("a", 1, "alice", DAY, Body::text("from the feed"))) }).await.unwrap();
+    writer.commit_and_wait(2).await.unwrap();
+    writer.finish().await.unwrap();
+    // The feed is now what its position counts in: reopening on it resumes.
+    let opened = open_index(directory.path(), subjects::SEARCH_FEED_STREAM).unwrap();
+    assert_eq!(opened.indexed_stream_seq, 2);
+}
+
+#[tokio::test]
 async fn aggregations_count_per_day_conversation_and_sender() {
     let index = test_index().await;
     index.add(1, message("a", 1, "alice", 2 * DAY, Body::text("sales figures"))).await;
