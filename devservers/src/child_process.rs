@@ -172,7 +172,14 @@ pub fn log_tail(log_path: &Path) -> String {
         Ok(contents) => {
             let text = String::from_utf8_lossy(&contents);
             let lines: Vec<&str> = text.lines().collect();
-            lines[lines.len().saturating_sub(LOG_LINES_IN_ERRORS)..].join("\n")
+            let tail_start = lines.len().saturating_sub(LOG_LINES_IN_ERRORS);
+            // A burst of warnings can push the one error that explains a failure out of the tail.
+            let earlier_errors: Vec<&str> = lines[..tail_start].iter().copied().filter(|line| line.contains(" ERROR ")).take(LOG_LINES_IN_ERRORS).collect();
+            let tail = lines[tail_start..].join("\n");
+            match earlier_errors.is_empty() {
+                true => tail,
+                false => format!("(errors before the tail:)\n{}\n(the tail:)\n{tail}", earlier_errors.join("\n")),
+            }
         }
         Err(error) => format!("(could not read the log: {error})"),
     }
