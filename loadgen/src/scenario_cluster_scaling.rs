@@ -140,10 +140,19 @@ async fn measure(system: &SystemUnderTest, shards: usize, options: &ClusterScali
     Ok((phases, ShardCountRun { shards, searches, placement_at_start, placement_at_end, processes_at_capacity, stream_writes_at_capacity }))
 }
 
-/// Every stream's and consumer's leader, as the first node sees them.
+/// Every stream's and consumer's leader, merged from every node's view: a node lists only what it
+/// holds a replica of, and an ephemeral consumer (a KV watch) has a single replica.
 async fn placement(system: &SystemUnderTest) -> anyhow::Result<Vec<Placement>> {
     let cluster = system.cluster().ok_or_else(|| anyhow::anyhow!("cluster-scaling runs on a cluster"))?;
-    let mut placement: Vec<Placement> = cluster.leaders_seen_by(0).await?.into_iter().map(|(stream, consumer, leader)| Placement { stream, consumer, leader }).collect();
+    let mut placement: Vec<Placement> = Vec::new();
+    for node in 0..devservers::CLUSTER_SIZE {
+        for (stream, consumer, leader) in cluster.leaders_seen_by(node).await? {
+            match placement.iter_mut().find(|known| known.stream == stream && known.consumer == consumer) {
+                Some(known) => known.leader = known.leader.take().or(leader),
+                None => placement.push(Placement { stream, consumer, leader }),
+            }
+        }
+    }
     placement.sort_by(|a, b| (&a.stream, &a.consumer).cmp(&(&b.stream, &b.consumer)));
     Ok(placement)
 }
