@@ -64,6 +64,10 @@ pub struct ShardCountRun {
     pub shards: usize,
     /// Natter's search, then the baseline's when it ran.
     pub searches: Vec<CapacitySearch>,
+    /// Per search, the most CPU (100 = one core) processes outside the run took during any of its
+    /// probes: the box is shared, and a busy neighbour lowers one shard count's figure and not another's.
+    #[serde(default)]
+    pub others_cpu_percent_max: Vec<f64>,
     /// Leaders once the roles were up (before the groups were created) and after the last probe.
     pub placement_at_start: Vec<Placement>,
     pub placement_at_end: Vec<Placement>,
@@ -124,6 +128,13 @@ async fn measure(system: &SystemUnderTest, shards: usize, options: &ClusterScali
     let (mut phases, found) = crate::scenario_capacity::run_capacity(&system.target, &capacity).await?;
     let placement_at_end = placement(system).await?;
     let mut searches = found.searches;
+    let others_cpu_percent_max = searches
+        .iter()
+        .map(|search| {
+            let others = phases.iter().filter(|phase| phase.system == search.system).flat_map(|phase| &phase.processes).filter(|process| process.name.starts_with("other processes"));
+            others.map(|process| process.cpu_percent).fold(0.0, f64::max)
+        })
+        .collect();
     let label = |system: &str| format!("{system}, {shards} shard(s)");
     for search in &mut searches {
         search.system = label(&search.system);
@@ -137,7 +148,7 @@ async fn measure(system: &SystemUnderTest, shards: usize, options: &ClusterScali
     for phase in &mut phases {
         phase.system = label(&phase.system);
     }
-    Ok((phases, ShardCountRun { shards, searches, placement_at_start, placement_at_end, processes_at_capacity, stream_writes_at_capacity }))
+    Ok((phases, ShardCountRun { shards, searches, others_cpu_percent_max, placement_at_start, placement_at_end, processes_at_capacity, stream_writes_at_capacity }))
 }
 
 /// Every stream's and consumer's leader, merged from every node's view: a node lists only what it
@@ -182,11 +193,12 @@ impl ClusterScalingReport {
         let _ = writeln!(
             text,
             "Cluster scaling: 3 nats-server nodes, streams R{}, {} gateway(s), {} fanout(s), a fresh cluster per shard count. \
-             Capacity = highest offered sends/s with p99 delivery (due time → `message` frame) ≤ {} ms{ack} over a {} s window.\n",
+             Capacity = highest offered sends/s with p99 delivery (due time → `message` frame) ≤ {} ms{ack} over a {} s window. \
+             Shard counts run one after another: when others' CPU differs between them, so may the figures.\n",
             self.replicas, self.gateways, self.fanouts, self.slo_p99_ms, self.measure_seconds
         );
-        let _ = writeln!(text, "| system | shards | capacity sends/s | × first shard count | acks/s at capacity | first failing sends/s | resolved | probes |");
-        let _ = writeln!(text, "|---|---:|---:|---:|---:|---:|---|---:|");
+        let _ = writeln!(text, "| system | shards | capacity sends/s | × first shard count | acks/s at capacity | first failing sends/s | resolved | probes | others' CPU % (max) |");
+        let _ = writeln!(text, "|---|---:|---:|---:|---:|---:|---|---:|---:|");
         let first = |position: usize| self.runs.first().and_then(|run| run.searches.get(position)).and_then(|search| search.capacity_per_second);
         for run in &self.runs {
             for (position, search) in run.searches.iter().enumerate() {
@@ -197,7 +209,8 @@ impl ClusterScalingReport {
                 };
                 let acked = search.capacity_per_second.and_then(|rate| search.probes.iter().find(|probe| probe.passed && probe.rate_per_second == rate)).map_or("—".to_owned(), |probe| format!("{:.0}", probe.acks_per_second));
                 let failing = search.first_failing_per_second.map_or("—".to_owned(), |rate| format!("{rate:.0}"));
-                let _ = writeln!(text, "| {} | {} | {capacity} | {ratio} | {acked} | {failing} | {} | {} |", search.system, run.shards, if search.resolved { "yes" } else { "no" }, search.probes.len());
+                let others = run.others_cpu_percent_max.get(position).map_or("—".to_owned(), |percent| format!("{percent:.0}"));
+                let _ = writeln!(text, "| {} | {} | {capacity} | {ratio} | {acked} | {failing} | {} | {} | {others} |", search.system, run.shards, if search.resolved { "yes" } else { "no" }, search.probes.len());
             }
         }
         let _ = writeln!(text, "\nLeaders per node after the last probe (log shards; every stream and consumer incl. KV buckets and the baseline's):\n");
