@@ -335,7 +335,7 @@ impl NatsCluster {
         .await
     }
 
-    /// Every stream's and durable consumer's leader as `node` sees it: (stream, consumer or `None` for
+    /// Every stream's and consumer's (durable or not) leader as `node` sees it: (stream, consumer or `None` for
     /// the stream, leader's server name or `None` during an election). Shows how load is placed.
     pub async fn leaders_seen_by(
         &self,

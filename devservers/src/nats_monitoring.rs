@@ -101,7 +101,7 @@ pub(crate) fn stream_message_count(jsz: &serde_json::Value, stream: &str) -> Opt
         .as_u64()
 }
 
-/// Every stream's and durable consumer's leader as this node sees it, from `/jsz?consumers=true`:
+/// Every stream's and consumer's (durable or not) leader as this node sees it, from `/jsz?consumers=true`:
 /// (stream, consumer or `None` for the stream itself, leader or `None` while there is none).
 pub(crate) fn leaders(jsz: &serde_json::Value) -> Vec<(String, Option<String>, Option<String>)> {
     let leader_of = |detail: &serde_json::Value| {
