@@ -335,8 +335,9 @@ impl NatsCluster {
         .await
     }
 
-    /// Every stream's and consumer's (durable or not) leader as `node` sees it: (stream, consumer or `None` for
-    /// the stream, leader's server name or `None` during an election). Shows how load is placed.
+    /// Every stream's and consumer's (durable or not) leader as `node` sees it: (stream, consumer
+    /// or `None` for the stream, leader's server name or `None` during an election). Shows how load
+    /// is placed; a node lists only what it holds a replica of.
     pub async fn leaders_seen_by(
         &self,
         node: usize,

@@ -223,7 +223,8 @@ impl ClusterScalingReport {
                 .iter()
                 .filter_map(|before| {
                     let after = end.iter().find(|after| after.stream == before.stream && after.consumer == before.consumer)?;
-                    (after.leader != before.leader).then(|| format!("{}{} {}→{}", before.stream, before.consumer.as_deref().map(|name| format!("/{name}")).unwrap_or_default(), before.leader.as_deref().unwrap_or("none"), after.leader.as_deref().unwrap_or("none")))
+                    // A consumer made just before the first look may have had no leader yet: an election, not a move.
+                    (before.leader.is_some() && after.leader != before.leader).then(|| format!("{}{} {}→{}", before.stream, before.consumer.as_deref().map(|name| format!("/{name}")).unwrap_or_default(), before.leader.as_deref().unwrap_or("none"), after.leader.as_deref().unwrap_or("none")))
                 })
                 .collect();
             let _ = writeln!(
