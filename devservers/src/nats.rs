@@ -44,6 +44,9 @@ pub struct RouteOptions {
     /// Keep the other nodes' addresses out of the `INFO` sent to clients (`--no_advertise`), so clients
     /// use only the URLs they were given.
     pub no_advertise_to_clients: bool,
+    /// The route port to listen on; `None` lets the server choose. A cluster whose nodes route to each
+    /// other directly (no proxies) must know every node's route port before starting any of them.
+    pub listen_port: Option<u16>,
 }
 
 /// The ports a server bound, from its ports file.
@@ -90,7 +93,7 @@ impl NatsServer {
         let requested = RequestedPorts {
             client: options.port,
             monitoring: None,
-            cluster: None,
+            cluster: options.routes.as_ref().and_then(|routes| routes.listen_port),
         };
         let (process, ports) = spawn_and_wait_until_ready(&store_dir, &options, requested).await?;
         let port = ports.client;

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use crate::nats::{NatsServer, NatsServerOptions, RouteOptions};
 use crate::nats_monitoring::{
-    consumer_leader_name, get_json, http_get, meta_leader_name, routed_server_names,
+    consumer_leader_name, get_json, http_get, leaders, meta_leader_name, routed_server_names,
     stream_leader_name, stream_message_count,
 };
 use crate::tcp_proxy::TcpProxy;
@@ -50,6 +50,9 @@ pub struct NatsCluster {
     names: Vec<String>,
     killed: [bool; CLUSTER_SIZE],
     cut_off: [bool; CLUSTER_SIZE],
+    /// Where clients reach each node: its proxy, or the node itself in a direct cluster.
+    client_addresses: Vec<SocketAddr>,
+    /// Empty in a direct cluster (see [`NatsCluster::start_direct`]).
     client_proxies: Vec<TcpProxy>,
     /// `route_proxies[from][to]`; `None` on the diagonal.
     route_proxies: Vec<Vec<Option<TcpProxy>>>,
@@ -65,13 +68,28 @@ impl NatsCluster {
     /// As [`NatsCluster::start`], with TLS (and certificate verification) on the routes between the
     /// nodes: the `tls` block of `nats-config/README.md`, added inside each node's `cluster` block.
     pub async fn start_with_route_tls(dir: &Path, route_tls: Option<&RouteTls>) -> anyhow::Result<NatsCluster> {
+        Self::start_nodes(dir, route_tls, false).await
+    }
+
+    /// As [`NatsCluster::start`], but clients and routes reach the nodes directly, with no proxy in
+    /// between: for benchmarks, where every byte of replication copied through this process would
+    /// cost CPU and latency that a real cluster does not pay. Such a cluster cannot be cut.
+    pub async fn start_direct(dir: &Path) -> anyhow::Result<NatsCluster> {
+        Self::start_nodes(dir, None, true).await
+    }
+
+    async fn start_nodes(dir: &Path, route_tls: Option<&RouteTls>, direct: bool) -> anyhow::Result<NatsCluster> {
         // A proxy that is cut from the start accepts and closes at once: the advertised address that
         // makes an implicit route fail fast instead of bypassing the per-link proxies.
         let advertised_sink = TcpProxy::start(None).await?;
         advertised_sink.cut();
         let mut client_proxies = Vec::new();
         let mut route_proxies = Vec::new();
-        for from in 0..CLUSTER_SIZE {
+        let direct_route_ports = match direct {
+            true => free_loopback_ports(CLUSTER_SIZE)?,
+            false => Vec::new(),
+        };
+        for from in (0..CLUSTER_SIZE).filter(|_| !direct) {
             client_proxies.push(TcpProxy::start(None).await?);
             let mut row = Vec::new();
             for to in 0..CLUSTER_SIZE {
@@ -85,33 +103,48 @@ impl NatsCluster {
 
         let mut nodes = Vec::new();
         let mut names = Vec::new();
+        let mut client_addresses = Vec::new();
         for node in 0..CLUSTER_SIZE {
             let node_dir = dir.join(format!("node-{}", node + 1));
             std::fs::create_dir_all(&node_dir)
                 .with_context(|| format!("failed to create {}", node_dir.display()))?;
             let config_file = write_test_config(node, &node_dir, route_tls)?;
-            let routes = route_proxies[node]
-                .iter()
-                .flatten()
-                .map(|proxy| format!("nats-route://{}", proxy.address()))
-                .collect();
+            let routes = match direct {
+                true => (0..CLUSTER_SIZE)
+                    .filter(|&other| other != node)
+                    .map(|other| format!("nats-route://127.0.0.1:{}", direct_route_ports[other]))
+                    .collect(),
+                false => route_proxies[node]
+                    .iter()
+                    .flatten()
+                    .map(|proxy| format!("nats-route://{}", proxy.address()))
+                    .collect(),
+            };
             let options = NatsServerOptions {
                 config_file: Some(config_file),
                 monitoring: true,
                 routes: Some(RouteOptions {
                     routes,
-                    cluster_advertise: Some(advertised_sink.address().to_string()),
+                    // Direct nodes gossip their real route listeners, which the explicit routes name anyway.
+                    cluster_advertise: (!direct).then(|| advertised_sink.address().to_string()),
                     no_advertise_to_clients: true,
+                    listen_port: direct_route_ports.get(node).copied(),
                 }),
                 ..NatsServerOptions::default()
             };
             let server = NatsServer::start_with_options(&node_dir.join("store"), options)
                 .await
                 .with_context(|| format!("failed to start cluster node {}", node + 1))?;
-            client_proxies[node].set_target(loopback(server.port()));
             let cluster_port = server
                 .cluster_port()
                 .context("a cluster node reported no route port")?;
+            match direct {
+                true => client_addresses.push(loopback(server.port())),
+                false => {
+                    client_proxies[node].set_target(loopback(server.port()));
+                    client_addresses.push(client_proxies[node].address());
+                }
+            }
             for row in &route_proxies {
                 if let Some(proxy) = &row[node] {
                     proxy.set_target(loopback(cluster_port));
@@ -133,6 +166,7 @@ impl NatsCluster {
             names,
             killed: [false; CLUSTER_SIZE],
             cut_off: [false; CLUSTER_SIZE],
+            client_addresses,
             client_proxies,
             route_proxies,
             _advertised_sink: advertised_sink,
@@ -151,7 +185,7 @@ impl NatsCluster {
 
     /// The URL that reaches only `node` (through its client proxy).
     pub fn node_client_url(&self, node: usize) -> String {
-        format!("nats://{}", self.client_proxies[node].address())
+        format!("nats://{}", self.client_addresses[node])
     }
 
     /// The server name (`n1`..`n3`, from the config files) of `node` (0-based).
@@ -191,6 +225,7 @@ impl NatsCluster {
     /// Partitions `node` off: its routes to and from the others and its clients' connections are dropped,
     /// and new ones refused until [`NatsCluster::heal`]. The process keeps running.
     pub fn cut(&mut self, node: usize) {
+        assert!(!self.client_proxies.is_empty(), "a cluster started direct has no links to cut");
         self.cut_off[node] = true;
         self.apply_cuts();
     }
@@ -300,6 +335,17 @@ impl NatsCluster {
         .await
     }
 
+    /// Every stream's and consumer's (durable or not) leader as `node` sees it: (stream, consumer
+    /// or `None` for the stream, leader's server name or `None` during an election). Shows how load
+    /// is placed; a node lists only what it holds a replica of.
+    pub async fn leaders_seen_by(
+        &self,
+        node: usize,
+    ) -> anyhow::Result<Vec<(String, Option<String>, Option<String>)>> {
+        let jsz = get_json(self.monitoring_port(node), "/jsz?consumers=true").await?;
+        Ok(leaders(&jsz))
+    }
+
     /// How many messages `node`'s own replica of `stream` holds (it may lag the leader).
     pub async fn stream_messages_on(
         &self,
@@ -336,6 +382,18 @@ fn set_cut(proxy: &TcpProxy, cut: bool) {
         true => proxy.cut(),
         false => proxy.heal(),
     }
+}
+
+/// `count` distinct free ports on 127.0.0.1; all are held until all are known, so none repeats.
+fn free_loopback_ports(count: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<std::io::Result<Vec<_>>>()
+        .context("failed to find free route ports")?;
+    listeners
+        .iter()
+        .map(|listener| Ok(listener.local_addr()?.port()))
+        .collect()
 }
 
 fn loopback(port: u16) -> SocketAddr {

@@ -101,6 +101,31 @@ pub(crate) fn stream_message_count(jsz: &serde_json::Value, stream: &str) -> Opt
         .as_u64()
 }
 
+/// Every stream's and consumer's (durable or not) leader as this node sees it, from `/jsz?consumers=true`:
+/// (stream, consumer or `None` for the stream itself, leader or `None` while there is none).
+pub(crate) fn leaders(jsz: &serde_json::Value) -> Vec<(String, Option<String>, Option<String>)> {
+    let leader_of = |detail: &serde_json::Value| {
+        let leader = detail.get("cluster")?.get("leader")?.as_str()?;
+        (!leader.is_empty()).then(|| leader.to_owned())
+    };
+    let name_of = |detail: &serde_json::Value| detail.get("name").and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
+    let mut found = Vec::new();
+    let streams = jsz
+        .get("account_details")
+        .and_then(serde_json::Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|account| account.get("stream_detail")?.as_array())
+        .flatten();
+    for stream in streams {
+        found.push((name_of(stream), None, leader_of(stream)));
+        for consumer in stream.get("consumer_detail").and_then(serde_json::Value::as_array).into_iter().flatten() {
+            found.push((name_of(stream), Some(name_of(consumer)), leader_of(consumer)));
+        }
+    }
+    found
+}
+
 fn stream_detail<'a>(jsz: &'a serde_json::Value, stream: &str) -> Option<&'a serde_json::Value> {
     jsz.get("account_details")?
         .as_array()?
@@ -115,7 +140,7 @@ mod tests {
     use serde_json::json;
 
     use super::{
-        consumer_leader_name, meta_leader_name, routed_server_names, stream_leader_name,
+        consumer_leader_name, leaders, meta_leader_name, routed_server_names, stream_leader_name,
         stream_message_count,
     };
 
@@ -152,5 +177,14 @@ mod tests {
             Some("n1")
         );
         assert_eq!(consumer_leader_name(&jsz, "MESSAGES", "other"), None);
+        let some = |text: &str| Some(text.to_owned());
+        assert_eq!(
+            leaders(&jsz),
+            vec![
+                ("OTHER".to_owned(), None, some("n1")),
+                ("MESSAGES".to_owned(), None, some("n3")),
+                ("MESSAGES".to_owned(), some("fanout"), some("n1")),
+            ]
+        );
     }
 }

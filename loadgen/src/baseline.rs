@@ -1,7 +1,7 @@
 //! The raw-NATS baseline: the same shape as a Natter send with no Natter code in the path.
 //!
-//! publisher (JetStream publish to `bench.msg.<group>` with Nats-Expected-Last-Subject-Sequence, one
-//! in flight per conversation) → durable pull consumer `bench-fanout` (core publish to
+//! publisher (JetStream publish to `bench.msg.<shard>.<group>` with Nats-Expected-Last-Subject-Sequence, one
+//! in flight per conversation) → durable pull consumer `bench-fanout` on each shard's stream (core publish to
 //! `bench.deliver.<user>` for every member, then ack) → one NATS subscriber per user. These
 //! subjects belong to the benchmark, not to Natter, which is why they are spelled here and not in
 //! `subjects`.
@@ -18,12 +18,40 @@ use crate::clock::unix_nanos_now;
 use crate::natter_clients::{CurrentPhase, MESSAGE_TEXT};
 use crate::plan::{ClientSpec, Phase, Population};
 use crate::recorder::{Recorder, Sample};
+use serde::{Deserialize, Serialize};
 
 const STREAM: &str = "BENCH";
 const CONSUMER: &str = "bench-fanout";
 
-fn message_subject(group: usize) -> String {
-    format!("bench.msg.{group}")
+/// How the baseline's log is laid out: like Natter's `MESSAGES`, `MESSAGES_1`…, a stream per shard
+/// (`BENCH`, `BENCH_1`…) with `replicas` copies each; group `g` lives on shard `g mod shards`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaselineLayout {
+    pub shards: usize,
+    pub replicas: usize,
+}
+
+impl Default for BaselineLayout {
+    fn default() -> BaselineLayout {
+        BaselineLayout { shards: 1, replicas: 1 }
+    }
+}
+
+impl BaselineLayout {
+    fn shard_of(&self, group: usize) -> usize {
+        group % self.shards.max(1)
+    }
+
+    fn message_subject(&self, group: usize) -> String {
+        format!("bench.msg.{}.{group}", self.shard_of(group))
+    }
+}
+
+fn stream_name(shard: usize) -> String {
+    match shard {
+        0 => STREAM.to_owned(),
+        shard => format!("{STREAM}_{shard}"),
+    }
 }
 
 fn deliver_subject(user: &str) -> String {
@@ -35,20 +63,23 @@ fn payload(phase_tag: &str, index: u64, sender: usize) -> bytes::Bytes {
     format!("{} {sender} {MESSAGE_TEXT}{MESSAGE_TEXT}", crate::plan::client_msg_id(phase_tag, index)).into()
 }
 
-/// A fresh stream, like MESSAGES: file storage, direct gets on; an old one from an earlier run is replaced.
-pub async fn provision(nats_url: &str) -> anyhow::Result<()> {
-    let jetstream = jetstream::new(async_nats::connect(nats_url).await.context("baseline: connect to NATS")?);
-    let _ = jetstream.delete_stream(STREAM).await;
-    jetstream
-        .create_stream(jetstream::stream::Config {
-            name: STREAM.to_owned(),
-            subjects: vec!["bench.msg.>".to_owned()],
-            storage: jetstream::stream::StorageType::File,
-            allow_direct: true,
-            ..Default::default()
-        })
-        .await
-        .context("baseline: create the stream")?;
+/// Fresh streams, like MESSAGES: file storage, direct gets on; old ones from an earlier run are replaced.
+pub async fn provision(nats_url: &str, layout: BaselineLayout) -> anyhow::Result<()> {
+    let jetstream = jetstream::new(crate::system_under_test::connect_nats(nats_url).await.context("baseline: connect to NATS")?);
+    for shard in 0..layout.shards.max(1) {
+        let _ = jetstream.delete_stream(stream_name(shard)).await;
+        jetstream
+            .create_stream(jetstream::stream::Config {
+                name: stream_name(shard),
+                subjects: vec![format!("bench.msg.{shard}.>")],
+                storage: jetstream::stream::StorageType::File,
+                allow_direct: true,
+                num_replicas: layout.replicas.max(1),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("baseline: create the stream {}", stream_name(shard)))?;
+    }
     Ok(())
 }
 
@@ -60,13 +91,13 @@ pub struct BaselinePublisher {
 }
 
 impl BaselinePublisher {
-    pub async fn start(population: Population, nats_url: &str, recorder: Arc<Recorder>) -> anyhow::Result<BaselinePublisher> {
-        let jetstream = jetstream::new(async_nats::connect(nats_url).await.context("baseline publisher: connect")?);
+    pub async fn start(population: Population, layout: BaselineLayout, nats_url: &str, recorder: Arc<Recorder>) -> anyhow::Result<BaselinePublisher> {
+        let jetstream = jetstream::new(crate::system_under_test::connect_nats(nats_url).await.context("baseline publisher: connect")?);
         let mut tasks = JoinSet::new();
         let mut conversations = Vec::new();
         for group in 0..population.groups {
             let (sends_tx, sends_rx) = mpsc::unbounded_channel();
-            tasks.spawn(publish_conversation(jetstream.clone(), group, sends_rx, recorder.clone()));
+            tasks.spawn(publish_conversation(jetstream.clone(), layout, group, sends_rx, recorder.clone()));
             conversations.push(sends_tx);
         }
         Ok(BaselinePublisher { conversations, tasks, population })
@@ -90,8 +121,9 @@ impl BaselinePublisher {
     }
 }
 
-async fn publish_conversation(jetstream: jetstream::Context, group: usize, mut sends_rx: mpsc::UnboundedReceiver<(Phase, u64)>, recorder: Arc<Recorder>) {
-    let subject = message_subject(group);
+async fn publish_conversation(jetstream: jetstream::Context, layout: BaselineLayout, group: usize, mut sends_rx: mpsc::UnboundedReceiver<(Phase, u64)>, recorder: Arc<Recorder>) {
+    let subject = layout.message_subject(group);
+    let stream = stream_name(layout.shard_of(group));
     let mut last_stream_seq = 0u64;
     while let Some((phase, index)) = sends_rx.recv().await {
         let sender = phase.population.sender_of(index);
@@ -116,7 +148,7 @@ async fn publish_conversation(jetstream: jetstream::Context, group: usize, mut s
                 }
                 Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
                     // Only after a restart with an old stream; reload the tail as the gateway would.
-                    last_stream_seq = last_sequence_of(&jetstream, &subject).await;
+                    last_stream_seq = last_sequence_of(&jetstream, &stream, &subject).await;
                 }
                 Err(error) => {
                     recorder.count_error(|| format!("baseline publish ack: {error}"));
@@ -127,16 +159,27 @@ async fn publish_conversation(jetstream: jetstream::Context, group: usize, mut s
     }
 }
 
-async fn last_sequence_of(jetstream: &jetstream::Context, subject: &str) -> u64 {
-    let Ok(stream) = jetstream.get_stream(STREAM).await else { return 0 };
+async fn last_sequence_of(jetstream: &jetstream::Context, stream: &str, subject: &str) -> u64 {
+    let Ok(stream) = jetstream.get_stream(stream).await else { return 0 };
     stream.get_last_raw_message_by_subject(subject).await.map(|message| message.sequence).unwrap_or(0)
 }
 
-/// The fanout analogue: pull, core-publish to each member, ack; one message at a time, as Natter's worker does.
-pub async fn run_fanout(population: Population, nats_url: &str) -> anyhow::Result<()> {
-    let nats = async_nats::connect(nats_url).await.context("baseline fanout: connect")?;
+/// The fanout analogue: pull, core-publish to each member, ack; one message at a time per shard, as Natter's worker does.
+pub async fn run_fanout(population: Population, layout: BaselineLayout, nats_url: &str) -> anyhow::Result<()> {
+    let nats = crate::system_under_test::connect_nats(nats_url).await.context("baseline fanout: connect")?;
+    let mut shards = JoinSet::new();
+    for shard in 0..layout.shards.max(1) {
+        shards.spawn(relay_shard(nats.clone(), population, shard));
+    }
+    while let Some(relayed) = shards.join_next().await {
+        relayed??;
+    }
+    Ok(())
+}
+
+async fn relay_shard(nats: async_nats::Client, population: Population, shard: usize) -> anyhow::Result<()> {
     let jetstream = jetstream::new(nats.clone());
-    let stream = jetstream.get_stream(STREAM).await.context("baseline fanout: the stream")?;
+    let stream = jetstream.get_stream(stream_name(shard)).await.context("baseline fanout: the stream")?;
     let consumer = stream
         .get_or_create_consumer(
             CONSUMER,
@@ -151,7 +194,7 @@ pub async fn run_fanout(population: Population, nats_url: &str) -> anyhow::Resul
             Ok(message) => message,
             Err(_) => continue,
         };
-        let Some(group) = message.subject.as_str().strip_prefix("bench.msg.").and_then(|group| group.parse::<usize>().ok()) else {
+        let Some(group) = message.subject.as_str().rsplit('.').next().and_then(|group| group.parse::<usize>().ok()) else {
             let _ = message.ack().await;
             continue;
         };
@@ -169,7 +212,7 @@ pub async fn subscribe_all(nats_url: &str, clients: Vec<ClientSpec>, recorder: A
     let mut outcome = crate::natter_clients::ConnectOutcome { connected: 0, failed: 0, first_error: None };
     for spec in clients {
         let subscribed = async {
-            let client = async_nats::connect(nats_url).await?;
+            let client = crate::system_under_test::connect_nats(nats_url).await?;
             let subscriber = client.subscribe(deliver_subject(&spec.user)).await?;
             client.flush().await?;
             anyhow::Ok((client, subscriber))

@@ -14,6 +14,7 @@ pub mod report;
 pub mod resources;
 pub mod scenario_capacity;
 pub mod scenario_catchup;
+pub mod scenario_cluster_scaling;
 pub mod scenario_connections;
 pub mod scenario_history;
 pub mod scenario_large_group;

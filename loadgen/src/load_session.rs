@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::baseline::BaselineLayout;
 use crate::plan::{ClientSpec, Command, Phase, Population};
 use crate::report::PhaseReport;
 use crate::system_under_test::Target;
@@ -30,6 +31,8 @@ pub struct SessionOptions {
     pub source_addresses: usize,
     /// Also set up the raw-NATS baseline (publisher, fanout, subscribers) of the same shape.
     pub baseline: bool,
+    /// The baseline's streams: how many shards, how many replicas.
+    pub baseline_layout: BaselineLayout,
     pub worker_mode: WorkerMode,
     /// Members named when a group is created; the rest are added one by one afterwards (the store
     /// refuses more than 1,000 at creation).
@@ -47,6 +50,7 @@ impl SessionOptions {
             client_workers: 4,
             source_addresses: 4,
             baseline: true,
+            baseline_layout: BaselineLayout::default(),
             worker_mode,
             members_at_creation: crate::system_under_test::MAX_MEMBERS_AT_CREATION,
             phase_lead_time: Duration::from_millis(1500),
@@ -132,11 +136,12 @@ impl LoadSession {
         }
         let mut baseline_workers = Vec::new();
         if options.baseline {
-            crate::baseline::provision(&target.nats_url).await?;
+            let layout = options.baseline_layout;
+            crate::baseline::provision(&target.nats_url, layout).await?;
             let fanout = spawn_worker(&mut pool, &options.worker_mode, "baseline-fanout")?;
-            pool.workers[fanout].send(Command::BaselineFanout { population, nats_url: target.nats_url.clone() })?;
+            pool.workers[fanout].send(Command::BaselineFanout { population, layout, nats_url: target.nats_url.clone() })?;
             let publisher = spawn_worker(&mut pool, &options.worker_mode, "baseline-publisher")?;
-            pool.workers[publisher].send(Command::BaselinePublisher { population, nats_url: target.nats_url.clone() })?;
+            pool.workers[publisher].send(Command::BaselinePublisher { population, layout, nats_url: target.nats_url.clone() })?;
             baseline_workers.push(publisher);
             for worker in 0..client_workers {
                 let index = spawn_worker(&mut pool, &options.worker_mode, &format!("subscribers-{worker}"))?;

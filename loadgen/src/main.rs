@@ -200,6 +200,51 @@ enum Scenario {
         #[arg(long)]
         smoke: bool,
     },
+    /// Issue 11's scaled-down capacity model: per shard count a fresh 3-node R3 cluster, its capacity, leader placement and CPU.
+    ClusterScaling {
+        /// Shard counts (`NATTER_MESSAGE_SHARDS`), each on its own fresh cluster, in this order.
+        #[arg(long, value_delimiter = ',', default_value = "1,3")]
+        shards: Vec<usize>,
+        #[arg(long, default_value_t = 3)]
+        replicas: usize,
+        #[arg(long, default_value_t = 3)]
+        gateways: usize,
+        #[arg(long, default_value_t = 2)]
+        fanouts: usize,
+        /// p99 delivery (due time → `message` frame) and p99 ack a probe must stay within, ms.
+        #[arg(long, default_value_t = 150.0)]
+        slo_ms: f64,
+        #[arg(long, default_value_t = 15.0)]
+        duration: f64,
+        #[arg(long, default_value_t = 3.0)]
+        warmup: f64,
+        #[arg(long, default_value_t = 250.0)]
+        start_rate: f64,
+        #[arg(long, default_value_t = 50_000.0)]
+        max_rate: f64,
+        #[arg(long, default_value_t = 0.15)]
+        resolution: f64,
+        /// Probes per system and shard count at most (each is at most warm-up + duration + ~70 s).
+        #[arg(long, default_value_t = 6)]
+        max_probes: usize,
+        #[arg(long, default_value_t = 100)]
+        groups: usize,
+        #[arg(long, default_value_t = 4)]
+        workers: usize,
+        /// Skip the raw-NATS search (a stream per shard, same replicas, on the same cluster).
+        #[arg(long)]
+        no_baseline: bool,
+        #[arg(long)]
+        natter_bin: Option<PathBuf>,
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// `KEY=VALUE` set in every natter role's environment (repeatable); shards and replicas are set by this scenario.
+        #[arg(long = "role-env")]
+        role_environment: Vec<String>,
+        /// 50 clients, 1 s probes at 50 and 100 sends/s: checks the harness, not the system.
+        #[arg(long)]
+        smoke: bool,
+    },
     /// Internal: one worker process, driven over stdin/stdout by the coordinator.
     #[command(hide = true)]
     Worker,
@@ -269,6 +314,43 @@ fn main() -> anyhow::Result<()> {
                 let (phases, large_group) = loadgen::scenario_large_group::run_large_group(&target, &options).await?;
                 Ok(Outcome { shape, summary_markdown: Some(large_group.markdown(&phases)), extra: serde_json::to_value(large_group)?, phases })
             }))
+        }
+        Scenario::ClusterScaling {
+            shards, replicas, gateways, fanouts, slo_ms, duration, warmup, start_rate, max_rate, resolution, max_probes, groups, workers, no_baseline, natter_bin, out, role_environment, smoke,
+        } => {
+            use loadgen::scenario_cluster_scaling::ClusterScalingOptions;
+            let mut options = if smoke { ClusterScalingOptions::smoke() } else { ClusterScalingOptions::full() };
+            let capacity = &mut options.capacity;
+            if !smoke {
+                capacity.timetable.population.groups = groups.max(1);
+                capacity.timetable.measure_seconds = duration;
+                capacity.timetable.warmup_seconds = warmup;
+                capacity.timetable.client_workers = workers.max(1);
+                capacity.slo_p99_ms = slo_ms;
+                capacity.ack_slo_p99_ms = Some(slo_ms);
+                capacity.start_rate = start_rate;
+                capacity.max_rate = max_rate;
+                capacity.resolution = resolution;
+                capacity.max_probes = max_probes.max(1);
+            }
+            capacity.timetable.baseline = !no_baseline;
+            capacity.timetable.worker_mode = worker_processes()?;
+            options.shards = shards.into_iter().map(|count| count.max(1)).collect();
+            options.replicas = replicas.max(1);
+            options.gateways = gateways.max(1);
+            options.fanouts = fanouts.max(1);
+            options.role_environment = role_environment;
+            let shape = ReportShape::of(&options.capacity.timetable, options.gateways, options.fanouts);
+            let natter_binary = match natter_bin {
+                Some(path) => path,
+                None => loadgen::system_under_test::natter_binary_beside_this_one()?,
+            };
+            runtime.block_on(async move {
+                let started_at = time::OffsetDateTime::now_utc();
+                let (phases, scaling) = loadgen::scenario_cluster_scaling::run_cluster_scaling(&natter_binary, &options).await?;
+                let outcome = Outcome { shape, phases, summary_markdown: Some(scaling.markdown()), extra: serde_json::to_value(scaling)? };
+                write_report("cluster-scaling", command, started_at, outcome, out)
+            })
         }
         Scenario::Connections { connections, gateways, connect_rate, per_worker, source_addresses, hold, natter_bin, out, role_environment, smoke } => {
             let mut options = if smoke { ConnectionsOptions::smoke() } else { ConnectionsOptions::full(connections) };
@@ -367,7 +449,11 @@ where
         eprintln!("the run failed; the roles' logs end with:\n{}", system_under_test.role_log_tails(20));
     }
     system_under_test.stop().await;
-    let outcome = outcome?;
+    write_report(scenario, command, started_at, outcome?, system.out)
+}
+
+/// Writes the run's JSON, Markdown and plot to `out` (default target/bench/<scenario>-<unix time>/) and prints the Markdown.
+fn write_report(scenario: &str, command: String, started_at: time::OffsetDateTime, outcome: Outcome, out: Option<PathBuf>) -> anyhow::Result<()> {
     let shape = outcome.shape;
     let report = RunReport {
         scenario: scenario.to_owned(),
@@ -384,7 +470,7 @@ where
         extra: outcome.extra,
         summary_markdown: outcome.summary_markdown,
     };
-    let out = system.out.unwrap_or_else(|| PathBuf::from(format!("target/bench/{scenario}-{}", started_at.unix_timestamp())));
+    let out = out.unwrap_or_else(|| PathBuf::from(format!("target/bench/{scenario}-{}", started_at.unix_timestamp())));
     report.write(&out)?;
     println!("{}", report.markdown());
     eprintln!("results: {}", out.display());

@@ -117,9 +117,19 @@ pub enum Command {
     /// Subscribe these users to `bench.deliver.<user>` on raw NATS.
     BaselineSubscribers { population: Population, nats_url: String, clients: Vec<ClientSpec> },
     /// Publish every phase's sends to raw JetStream.
-    BaselinePublisher { population: Population, nats_url: String },
+    BaselinePublisher {
+        population: Population,
+        #[serde(default)]
+        layout: crate::baseline::BaselineLayout,
+        nats_url: String,
+    },
     /// Relay the raw stream to the members' delivery subjects until told to quit.
-    BaselineFanout { population: Population, nats_url: String },
+    BaselineFanout {
+        population: Population,
+        #[serde(default)]
+        layout: crate::baseline::BaselineLayout,
+        nats_url: String,
+    },
     Run { phase: Phase },
     /// Stop the running phase now and report what was measured so far (a capacity probe that is already lost).
     AbortPhase,

@@ -16,6 +16,8 @@ pub struct CapacityOptions {
     pub timetable: LatencyOptions,
     /// A probe passes when the p99 of due time → `message` frame stays at or under this.
     pub slo_p99_ms: f64,
+    /// And, when set, the p99 of due time → ack too: a system that delivers fast but acks late is not keeping up.
+    pub ack_slo_p99_ms: Option<f64>,
     pub start_rate: f64,
     /// Doubling stops here; a pass at this rate ends the search with "at least this".
     pub max_rate: f64,
@@ -35,7 +37,7 @@ impl CapacityOptions {
         let mut timetable = LatencyOptions::full();
         timetable.measure_seconds = 60.0;
         timetable.baseline = false;
-        CapacityOptions { timetable, slo_p99_ms: 150.0, start_rate: 500.0, max_rate: 50_000.0, min_rate: 10.0, resolution: 0.1, max_probes: 10, backlog_slo_multiple: 10.0 }
+        CapacityOptions { timetable, slo_p99_ms: 150.0, ack_slo_p99_ms: None, start_rate: 500.0, max_rate: 50_000.0, min_rate: 10.0, resolution: 0.1, max_probes: 10, backlog_slo_multiple: 10.0 }
     }
 
     /// 50 clients, short probes and a generous SLO: proves the search, the early stop and the report work.
@@ -47,7 +49,7 @@ impl CapacityOptions {
         timetable.phase_lead_time = std::time::Duration::from_millis(300);
         timetable.settle_quiet_period = std::time::Duration::from_millis(300);
         timetable.baseline = false;
-        CapacityOptions { timetable, slo_p99_ms: 1000.0, start_rate: 50.0, max_rate: 100.0, min_rate: 10.0, resolution: 0.1, max_probes: 3, backlog_slo_multiple: 10.0 }
+        CapacityOptions { timetable, slo_p99_ms: 1000.0, ack_slo_p99_ms: None, start_rate: 50.0, max_rate: 100.0, min_rate: 10.0, resolution: 0.1, max_probes: 3, backlog_slo_multiple: 10.0 }
     }
 }
 
@@ -62,6 +64,11 @@ pub struct Probe {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub ack_p50_ms: f64,
+    #[serde(default)]
+    pub ack_p99_ms: f64,
+    /// Sends acked per second of the measured window: what the system actually took, whatever was offered.
+    #[serde(default)]
+    pub acks_per_second: f64,
     pub deliveries: u64,
     pub missing_deliveries: u64,
     pub errors: u64,
@@ -106,18 +113,20 @@ impl CapacityReport {
             let _ = writeln!(text, "| {} | {capacity} | {failing} | {} | {} |", search.system, if search.resolved { "yes" } else { "no" }, search.probes.len());
         }
         let _ = writeln!(text, "\nEvery probe, in order:\n");
-        let _ = writeln!(text, "| system | sends/s | passed | p50 ms | p99 ms | ack p50 ms | deliveries | missing | errors | verdict |");
-        let _ = writeln!(text, "|---|---:|---|---:|---:|---:|---:|---:|---:|---|");
+        let _ = writeln!(text, "| system | sends/s | passed | p50 ms | p99 ms | ack p50 ms | ack p99 ms | acks/s | deliveries | missing | errors | verdict |");
+        let _ = writeln!(text, "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|");
         for probe in self.searches.iter().flat_map(|search| &search.probes) {
             let _ = writeln!(
                 text,
-                "| {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} |",
+                "| {} | {:.0} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.0} | {} | {} | {} | {} |",
                 probe.system,
                 probe.rate_per_second,
                 if probe.passed { "yes" } else { "**no**" },
                 probe.p50_ms,
                 probe.p99_ms,
                 probe.ack_p50_ms,
+                probe.ack_p99_ms,
+                probe.acks_per_second,
                 probe.deliveries,
                 probe.missing_deliveries,
                 probe.errors,
@@ -180,7 +189,7 @@ async fn search(session: &mut LoadSession, system: System, options: &CapacityOpt
         }
         eprintln!("capacity: {} probe {} at {rate} sends/s ({} s measured)", system.name(), probes.len() + 1, options.timetable.measure_seconds);
         let report = session.run_phase(system, options.timetable.phase_shape(rate), stop_when_backlogged(rate, options)).await?;
-        let probe = judge(&report, options.slo_p99_ms);
+        let probe = judge(&report, options.slo_p99_ms, options.ack_slo_p99_ms);
         eprintln!("capacity: {} at {rate} sends/s: {}", system.name(), probe.verdict);
         if probe.passed {
             last_pass = Some(last_pass.map_or(rate, |pass| pass.max(rate)));
@@ -210,7 +219,7 @@ fn stop_when_backlogged(rate: f64, options: &CapacityOptions) -> impl FnMut(&Com
     }
 }
 
-fn judge(report: &PhaseReport, slo_p99_ms: f64) -> Probe {
+fn judge(report: &PhaseReport, slo_p99_ms: f64, ack_slo_p99_ms: Option<f64>) -> Probe {
     let (passed, verdict) = if let Some(reason) = &report.stopped_early {
         (false, format!("stopped early: {reason}"))
     } else if report.deliveries == 0 {
@@ -221,6 +230,10 @@ fn judge(report: &PhaseReport, slo_p99_ms: f64) -> Probe {
         (false, format!("{} errors, first: {}", report.errors, report.first_error.clone().unwrap_or_default()))
     } else if report.latency_ms.p99 > slo_p99_ms {
         (false, format!("p99 {:.1} ms > {slo_p99_ms} ms", report.latency_ms.p99))
+    } else if let Some(ack_slo) = ack_slo_p99_ms
+        && report.ack_ms.p99 > ack_slo
+    {
+        (false, format!("ack p99 {:.1} ms > {ack_slo} ms", report.ack_ms.p99))
     } else {
         (true, format!("p99 {:.1} ms ≤ {slo_p99_ms} ms", report.latency_ms.p99))
     };
@@ -232,6 +245,8 @@ fn judge(report: &PhaseReport, slo_p99_ms: f64) -> Probe {
         p50_ms: report.latency_ms.p50,
         p99_ms: report.latency_ms.p99,
         ack_p50_ms: report.ack_ms.p50,
+        ack_p99_ms: report.ack_ms.p99,
+        acks_per_second: report.acks_per_second,
         deliveries: report.deliveries,
         missing_deliveries: report.missing_deliveries,
         errors: report.errors,

@@ -20,6 +20,7 @@ pub struct LatencyOptions {
     /// Clients bind 127.0.0.1 … 127.0.0.<n> as their source address, round robin.
     pub source_addresses: usize,
     pub baseline: bool,
+    pub baseline_layout: crate::baseline::BaselineLayout,
     pub worker_mode: WorkerMode,
     /// Members named when a group is created; the rest are added afterwards (see `SessionOptions`).
     pub members_at_creation: usize,
@@ -40,6 +41,7 @@ impl LatencyOptions {
             client_workers: 4,
             source_addresses: 4,
             baseline: true,
+            baseline_layout: crate::baseline::BaselineLayout::default(),
             worker_mode: WorkerMode::InProcess,
             members_at_creation: crate::system_under_test::MAX_MEMBERS_AT_CREATION,
             phase_lead_time: Duration::from_millis(1500),
@@ -69,6 +71,7 @@ impl LatencyOptions {
             client_workers: self.client_workers.max(1),
             source_addresses: self.source_addresses.max(1),
             baseline: self.baseline,
+            baseline_layout: self.baseline_layout,
             worker_mode: self.worker_mode.clone(),
             members_at_creation: self.members_at_creation,
             phase_lead_time: self.phase_lead_time,

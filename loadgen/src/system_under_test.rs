@@ -6,7 +6,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use devservers::{NatsServer, RedisServer};
+use devservers::{NatsCluster, NatsServer, RedisServer};
 use futures::StreamExt;
 use tokio::process::Child;
 
@@ -55,12 +55,18 @@ impl Target {
     }
 }
 
+/// The NATS a run's roles talk to: one server, or the 3-node cluster of `nats-config/`.
+enum Nats {
+    Single(NatsServer),
+    Cluster(NatsCluster),
+}
+
 /// Natter started by the load generator; everything is stopped when this is dropped.
 pub struct SystemUnderTest {
     pub target: Target,
     roles: Vec<Child>,
     _redis: RedisServer,
-    _nats: NatsServer,
+    nats: Nats,
     _store: tempfile::TempDir,
 }
 
@@ -72,17 +78,51 @@ impl SystemUnderTest {
     /// As `start`, with `extra_environment` (`KEY=VALUE`) set on every natter role after the loadgen's own
     /// settings: configuration a run needs (a limit raised) or a diagnosis (an allocator setting).
     pub async fn start_with_environment(natter_binary: &Path, gateways: usize, fanouts: usize, extra_environment: &[String]) -> anyhow::Result<SystemUnderTest> {
+        let store = new_store_dir()?;
+        let nats = NatsServer::start(&store.path().join("nats")).await?;
+        let processes = vec![("nats-server".to_owned(), nats.pid())];
+        SystemUnderTest::start_roles(natter_binary, store, Nats::Single(nats), processes, gateways, fanouts, extra_environment).await
+    }
+
+    /// As `start_with_environment`, on a fresh 3-node cluster (its own store dirs) whose links go
+    /// straight between the nodes; `extra_environment` is where a run asks for replicas and shards.
+    pub async fn start_on_cluster(natter_binary: &Path, gateways: usize, fanouts: usize, extra_environment: &[String]) -> anyhow::Result<SystemUnderTest> {
+        let store = new_store_dir()?;
+        let cluster = NatsCluster::start_direct(&store.path().join("nats-cluster")).await?;
+        let processes = (0..devservers::CLUSTER_SIZE).map(|node| (format!("nats-server {}", cluster.node_name(node)), cluster.node(node).pid())).collect();
+        SystemUnderTest::start_roles(natter_binary, store, Nats::Cluster(cluster), processes, gateways, fanouts, extra_environment).await
+    }
+
+    /// The cluster the roles run on, when they run on one.
+    pub fn cluster(&self) -> Option<&NatsCluster> {
+        match &self.nats {
+            Nats::Single(_) => None,
+            Nats::Cluster(cluster) => Some(cluster),
+        }
+    }
+
+    async fn start_roles(
+        natter_binary: &Path,
+        store: tempfile::TempDir,
+        nats: Nats,
+        mut processes: Vec<(String, u32)>,
+        gateways: usize,
+        fanouts: usize,
+        extra_environment: &[String],
+    ) -> anyhow::Result<SystemUnderTest> {
         let extra_environment: Vec<(String, String)> = extra_environment
             .iter()
             .map(|pair| pair.split_once('=').map(|(key, value)| (key.to_owned(), value.to_owned())).with_context(|| format!("--role-env {pair:?} is not KEY=VALUE")))
             .collect::<anyhow::Result<_>>()?;
         anyhow::ensure!(natter_binary.is_file(), "no natter binary at {} (build it: cargo build --release -p natter)", natter_binary.display());
-        let store = tempfile::Builder::new().prefix("natter-loadgen-").tempdir().context("failed to create a store dir")?;
-        let nats = NatsServer::start(&store.path().join("nats")).await?;
+        let nats_url = match &nats {
+            Nats::Single(server) => server.client_url(),
+            Nats::Cluster(cluster) => cluster.client_urls(),
+        };
         let redis = RedisServer::start(&store.path().join("redis")).await?;
         let jwt_secret = random_secret();
-        let mut processes = vec![("nats-server".to_owned(), nats.pid()), ("redis-server".to_owned(), redis.pid())];
-        let settings = RoleSettings { nats_url: nats.client_url(), redis_url: redis.url(), jwt_secret: jwt_secret.clone(), extra_environment };
+        processes.push(("redis-server".to_owned(), redis.pid()));
+        let settings = RoleSettings { nats_url: nats_url.clone(), redis_url: redis.url(), jwt_secret: jwt_secret.clone(), extra_environment };
         let mut roles = Vec::new();
         let mut addresses = Vec::new();
         let http = reqwest::Client::new();
@@ -101,9 +141,9 @@ impl SystemUnderTest {
             processes.push((format!("fanout-{fanout}"), child.id().context("fanout pid")?));
             roles.push(child);
         }
-        wait_for_fanout_consumer(&nats.client_url()).await?;
-        let target = Target { gateways: addresses, nats_url: nats.client_url(), jwt_secret, processes };
-        Ok(SystemUnderTest { target, roles, _redis: redis, _nats: nats, _store: store })
+        wait_for_fanout_consumer(&nats_url).await?;
+        let target = Target { gateways: addresses, nats_url, jwt_secret, processes };
+        Ok(SystemUnderTest { target, roles, _redis: redis, nats, _store: store })
     }
 
     /// The last lines of every role's log, to explain a failed run before the store dir goes away.
@@ -136,6 +176,16 @@ impl SystemUnderTest {
 pub fn natter_binary_beside_this_one() -> anyhow::Result<PathBuf> {
     let this = std::env::current_exe().context("cannot find this executable")?;
     Ok(this.with_file_name("natter"))
+}
+
+/// Connects to `urls`, one server or several of a cluster comma-separated (as `NATTER_NATS_URL` takes them);
+/// the client picks among them at random, so many connections spread over the nodes.
+pub async fn connect_nats(urls: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
+    async_nats::connect(urls.split(',').map(str::trim).collect::<Vec<_>>()).await
+}
+
+fn new_store_dir() -> anyhow::Result<tempfile::TempDir> {
+    tempfile::Builder::new().prefix("natter-loadgen-").tempdir().context("failed to create a store dir")
 }
 
 fn random_secret() -> String {
@@ -203,7 +253,7 @@ async fn wait_for_health(http: &reqwest::Client, address: SocketAddr) -> anyhow:
 }
 
 async fn wait_for_fanout_consumer(nats_url: &str) -> anyhow::Result<()> {
-    let jetstream = async_nats::jetstream::new(async_nats::connect(nats_url).await?);
+    let jetstream = async_nats::jetstream::new(connect_nats(nats_url).await?);
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(stream) = jetstream.get_stream(subjects::MESSAGE_STREAM).await

@@ -47,7 +47,7 @@ pub async fn run_worker(mut commands_rx: mpsc::UnboundedReceiver<Command>, event
             let _ = events_tx.send(Event::Ready { connected: outcome.connected, failed: outcome.failed, first_error: outcome.first_error });
             Role::Subscribers { tasks, expected_per_send_group }
         }
-        Command::BaselinePublisher { population, nats_url } => match BaselinePublisher::start(population, &nats_url, recorder.clone()).await {
+        Command::BaselinePublisher { population, layout, nats_url } => match BaselinePublisher::start(population, layout, &nats_url, recorder.clone()).await {
             Ok(publisher) => {
                 let _ = events_tx.send(Event::Ready { connected: 1, failed: 0, first_error: None });
                 Role::Publisher(publisher)
@@ -57,9 +57,9 @@ pub async fn run_worker(mut commands_rx: mpsc::UnboundedReceiver<Command>, event
                 return;
             }
         },
-        Command::BaselineFanout { population, nats_url } => {
+        Command::BaselineFanout { population, layout, nats_url } => {
             let mut tasks = JoinSet::new();
-            tasks.spawn(async move { crate::baseline::run_fanout(population, &nats_url).await });
+            tasks.spawn(async move { crate::baseline::run_fanout(population, layout, &nats_url).await });
             let _ = events_tx.send(Event::Ready { connected: 1, failed: 0, first_error: None });
             Role::Fanout(tasks)
         }
