@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::context::PublishErrorKind;
+use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::message::PublishMessage;
 use schemas::{Body, Change, ClientMsgIdRecord, Message, ReceiptKind, StoredMessage, Timestamp};
 use subjects::Id;
@@ -173,7 +174,7 @@ impl MessageLog {
                 .await
                 .map_err(|error| from_nats("failed to publish message", error))?;
             let acked = ack_future.await;
-            if acked.is_ok() || matches!(&acked, Err(error) if error.kind() == PublishErrorKind::WrongLastSequence) {
+            if acked.is_ok() || matches!(&acked, Err(error) if lost_the_race_for_the_tail(error)) {
                 // Conflicts are answers from the stream leader too; timeouts and broken connections are not latencies.
                 telemetry::store_metrics().publish_ack_latency_seconds.observe(publish_started.elapsed().as_secs_f64());
             }
@@ -223,7 +224,7 @@ impl MessageLog {
                     }
                     return Ok(outcome);
                 }
-                Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
+                Err(error) if lost_the_race_for_the_tail(&error) => {
                     tracing::debug!(conversation = %request.conversation, attempt, "lost the race for the tail; reloading");
                     *tail_guard = None;
                     if Instant::now() >= give_up_at {
@@ -371,7 +372,38 @@ impl MessageLog {
     }
 }
 
+/// Another append took the tail first. A stream answers 10071 "wrong last sequence: <n>"; a
+/// replicated one under load may answer 10164 "wrong last sequence" instead, when the leader checks
+/// the expected sequence against appends it has proposed but not yet applied. async-nats names only
+/// the first, so the second is told by its error code; both mean: reload the tail and retry.
+fn lost_the_race_for_the_tail(error: &PublishError) -> bool {
+    let constant_form = std::error::Error::source(error)
+        .and_then(|source| source.downcast_ref::<async_nats::jetstream::Error>())
+        .is_some_and(|error| error.error_code() == ErrorCode::STREAM_WRONG_LAST_SEQUENCE_CONSTANT);
+    error.kind() == PublishErrorKind::WrongLastSequence || constant_form
+}
+
 fn retry_pause(attempt: u32) -> Duration {
     let cap = Duration::from_micros(100).saturating_mul(1 << attempt.min(16)).min(MAX_RETRY_PAUSE);
     cap.mul_f64(rand::random::<f64>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(json: &str) -> async_nats::jetstream::Error {
+        serde_json::from_str(json).expect("a JetStream API error")
+    }
+
+    #[test]
+    fn both_forms_of_wrong_last_sequence_are_a_lost_race_and_nothing_else_is() {
+        let numbered = PublishError::with_source(PublishErrorKind::WrongLastSequence, server_error(r#"{"code":400,"err_code":10071,"description":"wrong last sequence: 7"}"#));
+        let constant = PublishError::with_source(PublishErrorKind::Other, server_error(r#"{"code":400,"err_code":10164,"description":"wrong last sequence"}"#));
+        let other = PublishError::with_source(PublishErrorKind::Other, server_error(r#"{"code":503,"err_code":10008,"description":"JetStream system temporarily unavailable"}"#));
+        assert!(lost_the_race_for_the_tail(&numbered));
+        assert!(lost_the_race_for_the_tail(&constant));
+        assert!(!lost_the_race_for_the_tail(&other));
+        assert!(!lost_the_race_for_the_tail(&PublishError::new(PublishErrorKind::TimedOut)));
+    }
 }
