@@ -1,4 +1,4 @@
-//! The message log over several shards: conversations spread over them keep their order and reach every device, every read path finds them, and raising the shard count moves nothing.
+//! The message log over several shards, on one server and on a 3-node cluster: conversations spread over them keep their order and reach every device, every read path finds them, and raising the shard count moves nothing.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -43,6 +43,16 @@ async fn send_interleaved(senders: &[Api], conversations: &[String], first: u64,
 #[tokio::test]
 async fn conversations_spread_over_shards_keep_their_order_and_every_read_path_finds_them() -> anyhow::Result<()> {
     let system = TestSystem::builder().message_shards(3).gateways(2).fanouts(2).with_search().start().await?;
+    spread_over_shards(&system).await
+}
+
+#[tokio::test]
+async fn on_a_3_node_cluster_conversations_spread_over_shards_keep_their_order_and_every_read_path_finds_them() -> anyhow::Result<()> {
+    let system = TestSystem::builder().on_nats_cluster().message_shards(3).gateways(2).fanouts(2).with_search().start().await?;
+    spread_over_shards(&system).await
+}
+
+async fn spread_over_shards(system: &TestSystem) -> anyhow::Result<()> {
     let alice = [system.api(0, "alice"), system.api(1, "alice")];
     let mut bob = system.connect(1, "bob", "phone").await?;
     // Placement is a hash of a random id: groups are made until every shard has one (the spread itself is a unit test's).
@@ -51,7 +61,7 @@ async fn conversations_spread_over_shards_keep_their_order_and_every_read_path_f
     while conversations.len() < CONVERSATIONS || per_shard.len() < 3 {
         anyhow::ensure!(conversations.len() < 60, "60 groups and still a shard without one: {per_shard:?}");
         let conversation = alice[conversations.len() % 2].create_group(&format!("g{}", conversations.len()), &["bob"]).await?.id;
-        *per_shard.entry(shard_of(&system, &conversation).await?).or_default() += 1;
+        *per_shard.entry(shard_of(system, &conversation).await?).or_default() += 1;
         conversations.push(conversation);
     }
 
@@ -61,14 +71,14 @@ async fn conversations_spread_over_shards_keep_their_order_and_every_read_path_f
         assert_eq!(seqs, (1..=PER_CONVERSATION).collect::<Vec<_>>(), "bob's device, {conversation}");
     }
     for (shard, count) in &per_shard {
-        let stored = stream_messages(&system, &shard.message_stream()).await?;
+        let stored = stream_messages(system, &shard.message_stream()).await?;
         assert_eq!(stored, *count as u64 * PER_CONVERSATION, "{} holds exactly its conversations' messages", shard.message_stream());
     }
 
     // History, a fold (its state lives in the shard's own bucket), the inbox and a resend, in a shard other than 0.
     let mut elsewhere = None;
     for conversation in &conversations {
-        if shard_of(&system, conversation).await? != Shard::FIRST {
+        if shard_of(system, conversation).await? != Shard::FIRST {
             elsewhere = Some(conversation.clone());
             break;
         }
@@ -97,7 +107,7 @@ async fn conversations_spread_over_shards_keep_their_order_and_every_read_path_f
     }
 
     // Search reads one feed of every shard: every conversation's messages are found.
-    wait_until_indexed(&system, conversations.len() as u64 * PER_CONVERSATION).await?;
+    wait_until_indexed(system, conversations.len() as u64 * PER_CONVERSATION).await?;
     let found = hits(&system.api(0, "bob"), "note 7").await?;
     let mut found_in: Vec<&str> = found.iter().filter(|(message, _)| message.seq == 7).map(|(message, _)| message.conversation_id.as_str()).collect();
     found_in.sort_unstable();
