@@ -16,6 +16,7 @@ pub mod push_standins;
 mod role_process;
 pub mod role_users;
 mod system;
+mod system_search;
 mod test_nats;
 mod ws_client;
 

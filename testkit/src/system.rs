@@ -11,7 +11,7 @@ use media::MediaWorkerConfig;
 use push::{PushMetrics, PushWorkerConfig};
 use std::sync::Arc;
 use subjects::permissions::Role;
-use subjects::{Id, Provisioning};
+use subjects::Id;
 use tempfile::TempDir;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -24,10 +24,10 @@ const TEST_SECRET: &str = "natter-test-secret-that-is-long-enough-for-hs256";
 /// A change applied to the config of every indexer a system starts.
 type IndexerConfigChange = Arc<dyn Fn(&mut IndexerConfig) + Send + Sync>;
 
-struct Running {
-    address: Option<SocketAddr>,
-    shutdown: CancellationToken,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
+pub(crate) struct Running {
+    pub(crate) address: Option<SocketAddr>,
+    pub(crate) shutdown: CancellationToken,
+    pub(crate) task: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
 pub struct SystemBuilder {
@@ -168,7 +168,7 @@ impl SystemBuilder {
         let mut system = TestSystem {
             nats,
             redis,
-            _store: store,
+            store,
             gateways: Vec::new(),
             fanouts: Vec::new(),
             clamd,
@@ -206,21 +206,21 @@ pub struct TestSystem {
     pub nats: TestNats,
     /// Presence and typing limits; tests may kill and restart it.
     redis: Option<RedisServer>,
-    _store: TempDir,
+    pub(crate) store: TempDir,
     gateways: Vec<Running>,
     fanouts: Vec<Running>,
     clamd: Option<ClamdServer>,
     media_workers: Vec<Running>,
     media_config: MediaWorkerConfig,
-    gateway_config: GatewayConfig,
+    pub(crate) gateway_config: GatewayConfig,
     fanout_config: FanoutConfig,
     http: reqwest::Client,
     push_workers: Vec<Running>,
     /// Counters of every push worker this system started.
     pub push_metrics: Arc<PushMetrics>,
-    indexers: Vec<Running>,
-    indexer_config_change: Option<IndexerConfigChange>,
-    role_users: bool,
+    pub(crate) indexers: Vec<Running>,
+    pub(crate) indexer_config_change: Option<IndexerConfigChange>,
+    pub(crate) role_users: bool,
 }
 
 impl TestSystem {
@@ -351,55 +351,6 @@ impl TestSystem {
         self.push_workers.push(Running { address: None, shutdown, task: Some(task) });
         self.wait_for_consumer(Role::Push, subjects::PUSH_STREAM, subjects::PUSH_CONSUMER).await?;
         Ok(self.push_workers.len() - 1)
-    }
-
-    /// Starts another search indexer with its own index directory; returns its index once the search service answers.
-    pub async fn add_indexer(&mut self) -> anyhow::Result<usize> {
-        let mut config = IndexerConfig::new(self.index_dir(self.indexers.len()));
-        config.storage.message_shards = self.gateway_config.storage.message_shards;
-        config.storage.replicas = self.gateway_config.storage.replicas;
-        if let Some(change) = &self.indexer_config_change {
-            change(&mut config);
-        }
-        if self.role_users {
-            config.storage.provisioning = Provisioning::OpenExisting;
-        }
-        let nats = self.connect_role(Role::Indexer).await?;
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(indexer::run(config, nats, shutdown.clone()));
-        self.indexers.push(Running { address: None, shutdown, task: Some(task) });
-        // Asked as the gateways ask.
-        let nats = self.connect_role(Role::Gateway).await?;
-        crate::wait_until("the search service answers", Duration::from_secs(20), || {
-            let nats = nats.clone();
-            async move { nats.request(subjects::SEARCH_STATUS_SUBJECT, bytes::Bytes::new()).await.is_ok() }
-        })
-        .await?;
-        Ok(self.indexers.len() - 1)
-    }
-
-    /// Where indexer `number` of this system keeps (or would keep) its index; child processes may use it too.
-    pub fn index_dir(&self, number: usize) -> std::path::PathBuf {
-        self._store.path().join(format!("search-index-{number}"))
-    }
-
-    /// The status of whichever indexer answers `svc.search.status`.
-    pub async fn search_status(&self) -> anyhow::Result<schemas::SearchStatus> {
-        let nats = self.connect_role(Role::Gateway).await?;
-        let reply = tokio::time::timeout(Duration::from_secs(5), nats.request(subjects::SEARCH_STATUS_SUBJECT, bytes::Bytes::new()))
-            .await
-            .context("the search status request timed out")??;
-        Ok(serde_json::from_slice(&reply.payload)?)
-    }
-
-    /// Stops an indexer the orderly way (it commits what it read) and waits for it.
-    pub async fn stop_indexer(&mut self, number: usize) -> anyhow::Result<()> {
-        let running = &mut self.indexers[number];
-        running.shutdown.cancel();
-        if let Some(task) = running.task.take() {
-            task.await.context("indexer task panicked")??;
-        }
-        Ok(())
     }
 
     /// Push registrations, settings and queues, read straight from JetStream.
