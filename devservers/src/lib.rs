@@ -20,6 +20,6 @@ pub use binaries::{
 pub use child_process::log_tail;
 pub use clamd::{CLAMD_BIN_ENV, ClamdServer, clamd_binary};
 pub use nats::{NatsServer, NatsServerOptions, RouteOptions};
-pub use nats_cluster::{CLUSTER_SIZE, NatsCluster, RouteTls};
+pub use nats_cluster::{CLUSTER_SIZE, NatsCluster, RouteTls, connect_nats};
 pub use redis::{RedisServer, RedisServerOptions};
 pub use tcp_proxy::TcpProxy;

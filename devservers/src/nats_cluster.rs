@@ -396,6 +396,18 @@ fn free_loopback_ports(count: usize) -> anyhow::Result<Vec<u16>> {
         .collect()
 }
 
+/// Connects to `urls`: one server, or a cluster's nodes comma-separated as [`NatsCluster::client_urls`]
+/// (and `NATTER_NATS_URL`) list them, which `async_nats::connect` does not split itself. The client
+/// picks among them at random and reconnects to another when one goes away.
+pub async fn connect_nats(urls: &str) -> anyhow::Result<async_nats::Client> {
+    let addresses = urls
+        .split(',')
+        .map(|url| url.trim().parse::<async_nats::ServerAddr>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("not a NATS server list: {urls:?}"))?;
+    async_nats::connect(addresses).await.with_context(|| format!("failed to connect to NATS at {urls}"))
+}
+
 fn loopback(port: u16) -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], port))
 }

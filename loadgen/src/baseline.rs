@@ -65,7 +65,7 @@ fn payload(phase_tag: &str, index: u64, sender: usize) -> bytes::Bytes {
 
 /// Fresh streams, like MESSAGES: file storage, direct gets on; old ones from an earlier run are replaced.
 pub async fn provision(nats_url: &str, layout: BaselineLayout) -> anyhow::Result<()> {
-    let jetstream = jetstream::new(crate::system_under_test::connect_nats(nats_url).await.context("baseline: connect to NATS")?);
+    let jetstream = jetstream::new(devservers::connect_nats(nats_url).await.context("baseline: connect to NATS")?);
     for shard in 0..layout.shards.max(1) {
         let _ = jetstream.delete_stream(stream_name(shard)).await;
         jetstream
@@ -92,7 +92,7 @@ pub struct BaselinePublisher {
 
 impl BaselinePublisher {
     pub async fn start(population: Population, layout: BaselineLayout, nats_url: &str, recorder: Arc<Recorder>) -> anyhow::Result<BaselinePublisher> {
-        let jetstream = jetstream::new(crate::system_under_test::connect_nats(nats_url).await.context("baseline publisher: connect")?);
+        let jetstream = jetstream::new(devservers::connect_nats(nats_url).await.context("baseline publisher: connect")?);
         let mut tasks = JoinSet::new();
         let mut conversations = Vec::new();
         for group in 0..population.groups {
@@ -166,7 +166,7 @@ async fn last_sequence_of(jetstream: &jetstream::Context, stream: &str, subject:
 
 /// The fanout analogue: pull, core-publish to each member, ack; one message at a time per shard, as Natter's worker does.
 pub async fn run_fanout(population: Population, layout: BaselineLayout, nats_url: &str) -> anyhow::Result<()> {
-    let nats = crate::system_under_test::connect_nats(nats_url).await.context("baseline fanout: connect")?;
+    let nats = devservers::connect_nats(nats_url).await.context("baseline fanout: connect")?;
     let mut shards = JoinSet::new();
     for shard in 0..layout.shards.max(1) {
         shards.spawn(relay_shard(nats.clone(), population, shard));
@@ -212,7 +212,7 @@ pub async fn subscribe_all(nats_url: &str, clients: Vec<ClientSpec>, recorder: A
     let mut outcome = crate::natter_clients::ConnectOutcome { connected: 0, failed: 0, first_error: None };
     for spec in clients {
         let subscribed = async {
-            let client = crate::system_under_test::connect_nats(nats_url).await?;
+            let client = devservers::connect_nats(nats_url).await?;
             let subscriber = client.subscribe(deliver_subject(&spec.user)).await?;
             client.flush().await?;
             anyhow::Ok((client, subscriber))

@@ -83,7 +83,7 @@ pub async fn measure_window(processes: Vec<(String, u32)>, start_unix_nanos: u64
 
 /// Appends per second to every JetStream stream (the log, each KV bucket) across the window: shows where the writes go.
 pub async fn measure_stream_writes(nats_url: String, start_unix_nanos: u64, end_unix_nanos: u64) -> Vec<(String, f64)> {
-    let Ok(client) = crate::system_under_test::connect_nats(&nats_url).await else { return Vec::new() };
+    let Ok(client) = devservers::connect_nats(&nats_url).await else { return Vec::new() };
     let jetstream = async_nats::jetstream::new(client);
     crate::clock::sleep_until_unix(start_unix_nanos).await;
     let started = std::time::Instant::now();
@@ -112,7 +112,7 @@ async fn last_sequences(jetstream: &async_nats::jetstream::Context) -> Vec<(Stri
 /// does not run into the next phase's window. Returns how long it waited.
 pub async fn wait_until_streams_settle(nats_url: &str, quiet_for: std::time::Duration, limit: std::time::Duration) -> std::time::Duration {
     let started = std::time::Instant::now();
-    let Ok(client) = crate::system_under_test::connect_nats(nats_url).await else { return started.elapsed() };
+    let Ok(client) = devservers::connect_nats(nats_url).await else { return started.elapsed() };
     let jetstream = async_nats::jetstream::new(client);
     let mut previous = last_sequences(&jetstream).await;
     while started.elapsed() < limit {

@@ -178,12 +178,6 @@ pub fn natter_binary_beside_this_one() -> anyhow::Result<PathBuf> {
     Ok(this.with_file_name("natter"))
 }
 
-/// Connects to `urls`, one server or several of a cluster comma-separated (as `NATTER_NATS_URL` takes them);
-/// the client picks among them at random, so many connections spread over the nodes.
-pub async fn connect_nats(urls: &str) -> Result<async_nats::Client, async_nats::ConnectError> {
-    async_nats::connect(urls.split(',').map(str::trim).collect::<Vec<_>>()).await
-}
-
 fn new_store_dir() -> anyhow::Result<tempfile::TempDir> {
     tempfile::Builder::new().prefix("natter-loadgen-").tempdir().context("failed to create a store dir")
 }
@@ -253,7 +247,7 @@ async fn wait_for_health(http: &reqwest::Client, address: SocketAddr) -> anyhow:
 }
 
 async fn wait_for_fanout_consumer(nats_url: &str) -> anyhow::Result<()> {
-    let jetstream = async_nats::jetstream::new(connect_nats(nats_url).await?);
+    let jetstream = async_nats::jetstream::new(devservers::connect_nats(nats_url).await?);
     let deadline = tokio::time::Instant::now() + START_TIMEOUT;
     loop {
         if let Ok(stream) = jetstream.get_stream(subjects::MESSAGE_STREAM).await

@@ -7,6 +7,7 @@ mod batch_get;
 mod conversations;
 mod error;
 mod inbox;
+mod kv_get;
 mod kv_listing;
 mod log_append;
 mod log_read;

@@ -17,6 +17,7 @@ use schemas::{Message, MessageUpdate, ServerFrame, StoredMessage};
 use subjects::Id;
 
 use crate::error::{from_nats, StoreError};
+use crate::kv_get::get_confirmed;
 use crate::kv_listing::list_entries;
 use crate::message_state::{MessageStates, VersionedState};
 use crate::shards::LogShard;
@@ -371,21 +372,8 @@ impl LogReader {
     /// The stream sequence the index holds for `seq`; a miss is asked again of the bucket's leader.
     async fn index_entry(&self, shard: &LogShard, conversation: &Id, seq: u64) -> Result<Option<u64>, StoreError> {
         let key = subjects::message_index_key(conversation, seq);
-        let direct = shard.message_index.get(&key).await.map_err(|error| from_nats("failed to read history index", error))?;
-        let bytes = match direct {
-            Some(bytes) => bytes,
-            None if !shard.is_replicated() => return Ok(None),
-            None => {
-                let index = &shard.message_index;
-                match index.stream.get_last_raw_message_by_subject(&format!("{}{key}", index.prefix)).await {
-                    // Index entries are only ever put, never deleted, so the last entry is a value.
-                    Ok(raw) => raw.payload,
-                    Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => return Ok(None),
-                    Err(error) => return Err(from_nats("failed to read history index from its leader", error)),
-                }
-            }
-        };
-        Ok(std::str::from_utf8(&bytes).ok().and_then(|text| text.parse::<u64>().ok()))
+        let bytes = get_confirmed(&shard.message_index, &key, "history index").await?;
+        Ok(bytes.and_then(|bytes| std::str::from_utf8(&bytes).ok().and_then(|text| text.parse::<u64>().ok())))
     }
 
     /// The log entry at `stream_seq`, None if retention removed it; a miss is asked again of the leader.

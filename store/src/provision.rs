@@ -3,13 +3,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use async_nats::jetstream::stream::LastRawMessageErrorKind;
 use async_nats::jetstream::{self, kv};
 use schemas::ConversationRecord;
 use subjects::{Id, Provisioning, Shard, StorageSettings, MAX_MESSAGE_SHARDS};
 
 use crate::batch_get::last_messages;
 use crate::error::{from_nats, StoreError};
+use crate::kv_get::get_confirmed;
 use crate::shards::{FixedFacts, LogShard, ShardTable};
 
 /// Handles to every stream and bucket; cheap to clone.
@@ -105,35 +105,12 @@ impl Storage {
         if let Some(facts) = self.shards.remembered(conversation) {
             return Ok(Some(facts));
         }
-        // A read that fails is a connection or a leader election, never a wrong request: retrying is the answer.
-        let bytes = self.conversations.get(conversation.as_str()).await.map_err(|error| StoreError::unavailable(format!("failed to read conversation: {error}")))?;
-        let bytes = match bytes {
-            Some(bytes) => bytes,
-            None => match self.record_from_leader(conversation).await? {
-                Some(bytes) => bytes,
-                None => return Ok(None),
-            },
-        };
+        // Confirmed with the leader on a miss: a replica can lag a conversation created a moment ago
+        // elsewhere, and a miss would send its first append to `not_found` and its first read to shard 0.
+        let Some(bytes) = get_confirmed(&self.conversations, conversation.as_str(), "conversation").await? else { return Ok(None) };
         let facts = FixedFacts::of(&ConversationRecord::from_bytes(&bytes).map_err(StoreError::internal)?);
         self.shards.remember(conversation, facts);
         Ok(Some(facts))
-    }
-
-    /// A record the direct get missed, asked of the bucket's leader: on a cluster the direct get may
-    /// be answered by a replica that has not received a conversation created a moment ago elsewhere,
-    /// and a miss would send the first append there to `not_found` and the first read to shard 0.
-    async fn record_from_leader(&self, conversation: &Id) -> Result<Option<bytes::Bytes>, StoreError> {
-        if self.conversations.stream.cached_info().config.num_replicas <= 1 {
-            return Ok(None);
-        }
-        let subject = format!("{}{conversation}", self.conversations.prefix);
-        match self.conversations.stream.get_last_raw_message_by_subject(&subject).await {
-            // Records are only ever created, never deleted, so the last entry is the record.
-            Ok(raw) if !raw.payload.is_empty() => Ok(Some(raw.payload)),
-            Ok(_) => Ok(None),
-            Err(error) if error.kind() == LastRawMessageErrorKind::NoMessageFound => Ok(None),
-            Err(error) => Err(StoreError::unavailable(format!("failed to read a conversation from its bucket's leader: {error}"))),
-        }
     }
 
     /// The shard holding a conversation's log. One without a record (not created, or created before

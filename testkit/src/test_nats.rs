@@ -1,7 +1,5 @@
 //! The NATS a `TestSystem` runs on: one nats-server, or a 3-node cluster started from `nats-config/`.
 
-use anyhow::Context;
-
 use crate::{NatsCluster, NatsServer};
 
 pub enum TestNats {
@@ -43,8 +41,6 @@ impl TestNats {
 
     /// An anonymous connection that knows every node, so it survives losing one.
     pub async fn connect(&self) -> anyhow::Result<async_nats::Client> {
-        let urls = self.client_urls();
-        let addresses = urls.split(',').map(|url| url.parse::<async_nats::ServerAddr>()).collect::<Result<Vec<_>, _>>()?;
-        async_nats::connect(addresses).await.context("failed to connect to the test NATS")
+        devservers::connect_nats(&self.client_urls()).await
     }
 }
